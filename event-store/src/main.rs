@@ -1,0 +1,99 @@
+//! `event-store --listen 127.0.0.1:2113 --data-dir DIR`: the embedded KurrentDB-compatible store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use event_store::server::{self, AppendLimits, Credentials, ServerOptions};
+use event_store::storage::Store;
+
+#[derive(Parser, Debug)]
+#[command(version, about = "An event store that speaks the KurrentDB gRPC protocol")]
+struct Args {
+    /// Address to listen on (plaintext HTTP/2 unless TLS files are given).
+    #[arg(long, env = "EVENT_STORE_LISTEN", default_value = "127.0.0.1:2113")]
+    listen: SocketAddr,
+    /// Directory holding the data; created when missing.
+    #[arg(long, env = "EVENT_STORE_DATA_DIR", default_value = "data/event-store")]
+    data_dir: PathBuf,
+    /// PEM certificate for TLS (with --tls-key).
+    #[arg(long, env = "EVENT_STORE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS (with --tls-cert).
+    #[arg(long, env = "EVENT_STORE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require basic authentication as `user:password`.
+    #[arg(long, env = "EVENT_STORE_CREDENTIALS", hide_env_values = true)]
+    credentials: Option<String>,
+    /// Largest event accepted, in bytes.
+    #[arg(long, env = "EVENT_STORE_MAX_EVENT_SIZE", default_value_t = AppendLimits::default().max_event_size)]
+    max_event_size: usize,
+    /// Largest append accepted (all its events together), in bytes.
+    #[arg(long, env = "EVENT_STORE_MAX_APPEND_SIZE", default_value_t = AppendLimits::default().max_append_size)]
+    max_append_size: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let credentials = match &args.credentials {
+        Some(text) => Some(Credentials::parse(text).context("--credentials must be user:password")?),
+        None => None,
+    };
+    let store = Store::open(&args.data_dir)
+        .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let tls = args.tls_cert.clone().zip(args.tls_key.clone());
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        data_dir = %args.data_dir.display(),
+        tls = tls.is_some(),
+        authentication = credentials.is_some(),
+        head = store.head(),
+        "event store serving the KurrentDB protocol (version {})",
+        server::SERVER_VERSION
+    );
+    let options = ServerOptions {
+        tls,
+        credentials,
+        limits: AppendLimits {
+            max_event_size: args.max_event_size,
+            max_append_size: args.max_append_size,
+        },
+    };
+    server::serve(listener, store, options, shutdown_signal()).await?;
+    tracing::info!("event store stopped");
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested");
+}

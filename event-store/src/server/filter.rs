@@ -1,0 +1,74 @@
+//! Server-side filters on `$all`: by stream name or by event type, with a regex or prefixes.
+
+use regex::{Regex, RegexBuilder};
+use tonic::Status;
+
+use crate::proto::streams::read_req::options::{filter_options, FilterOption, FilterOptions};
+use crate::storage::StoredEvent;
+
+/// The window when the client asks for `count`: pages stop after this many events considered.
+const DEFAULT_WINDOW: u64 = 32;
+
+#[derive(Debug, Clone)]
+pub struct EventFilter {
+    on_stream: bool,
+    regex: Option<Regex>,
+    prefixes: Vec<String>,
+    /// A filtered subscription sends a checkpoint each time this many events have been
+    /// considered, so a client can save progress through events it never sees.
+    pub checkpoint_interval: u64,
+}
+
+impl EventFilter {
+    pub fn from_proto(option: Option<FilterOption>) -> Result<Option<EventFilter>, Status> {
+        let options: FilterOptions = match option {
+            Some(FilterOption::Filter(options)) => options,
+            Some(FilterOption::NoFilter(_)) | None => return Ok(None),
+        };
+        let (on_stream, expression) = match options.filter {
+            Some(filter_options::Filter::StreamIdentifier(e)) => (true, e),
+            Some(filter_options::Filter::EventType(e)) => (false, e),
+            None => return Err(Status::invalid_argument("'filter' is a required argument")),
+        };
+        let window = match options.window {
+            Some(filter_options::Window::Max(max)) if max > 0 => max as u64,
+            Some(filter_options::Window::Max(_)) => {
+                return Err(Status::invalid_argument("the filter window 'max' must be positive"))
+            }
+            _ => DEFAULT_WINDOW,
+        };
+        if options.checkpoint_interval_multiplier == 0 {
+            return Err(Status::invalid_argument(
+                "'checkpointIntervalMultiplier' must be greater than 0",
+            ));
+        }
+        let regex = if expression.regex.is_empty() {
+            None
+        } else {
+            let compiled = RegexBuilder::new(&expression.regex)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| Status::invalid_argument(format!("invalid filter regex: {e}")))?;
+            Some(compiled)
+        };
+        Ok(Some(EventFilter {
+            on_stream,
+            regex,
+            prefixes: expression.prefix,
+            checkpoint_interval: window * options.checkpoint_interval_multiplier as u64,
+        }))
+    }
+
+    /// A regex, when given, decides; otherwise any prefix does.
+    pub fn matches(&self, event: &StoredEvent) -> bool {
+        let subject = if self.on_stream {
+            event.stream.as_str()
+        } else {
+            event.event_type.as_str()
+        };
+        match &self.regex {
+            Some(regex) => regex.is_match(subject),
+            None => self.prefixes.iter().any(|p| subject.starts_with(p.as_str())),
+        }
+    }
+}

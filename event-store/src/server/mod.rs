@@ -1,0 +1,98 @@
+//! The gRPC server: the KurrentDB services over one store.
+
+mod auth;
+pub mod convert;
+mod discovery;
+mod errors;
+mod filter;
+mod read;
+mod streams;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+pub use auth::Credentials;
+pub use convert::AppendLimits;
+pub use discovery::SERVER_VERSION;
+
+use crate::proto::gossip::gossip_server::GossipServer;
+use crate::proto::server_features::server_features_server::ServerFeaturesServer;
+use crate::proto::streams::streams_server::StreamsServer;
+use crate::storage::Store;
+
+/// How the server is exposed.
+#[derive(Clone, Debug, Default)]
+pub struct ServerOptions {
+    /// Certificate and key (PEM) to serve TLS; plaintext HTTP/2 when absent.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// The one user allowed in; every caller is when absent.
+    pub credentials: Option<Credentials>,
+    pub limits: AppendLimits,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot read the TLS files: {0}")]
+    Tls(std::io::Error),
+    #[error("the gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("cannot read the listener's address: {0}")]
+    Address(std::io::Error),
+}
+
+/// Serves until `shutdown` completes, then stops accepting, ends live subscriptions and lets
+/// in-flight calls finish.
+pub async fn serve(
+    listener: TcpListener,
+    store: Store,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let address: SocketAddr = listener.local_addr().map_err(ServeError::Address)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let authenticate = auth::Authenticate(options.credentials.clone());
+    let discovery = || discovery::Discovery {
+        advertised: address,
+        instance_id: 0x4b75_7272_656e_7444_4265_6d62_6564_6465,
+    };
+    let streams = streams::StreamsService::new(store, options.limits, stop_rx);
+    // An event may be as large as the limit, plus its envelope.
+    let max_message = options.limits.max_event_size + 1024 * 1024;
+
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_nodelay(true);
+    if let Some((cert, key)) = &options.tls {
+        let cert = std::fs::read(cert).map_err(ServeError::Tls)?;
+        let key = std::fs::read(key).map_err(ServeError::Tls)?;
+        builder = builder.tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))?;
+    }
+    let router = builder
+        .add_service(ServerFeaturesServer::new(discovery()))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            GossipServer::new(discovery()),
+            authenticate.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            StreamsServer::new(streams)
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
+            authenticate,
+        ));
+    let incoming = TcpListenerStream::new(listener);
+    router
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
+        .await?;
+    Ok(())
+}

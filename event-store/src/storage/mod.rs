@@ -1,0 +1,205 @@
+//! Durable storage for the event store, on the `redb` embedded database.
+//!
+//! One writer thread owns every write and batches whatever appends are waiting into a single
+//! transaction with a single fsync (group commit); a reply is sent only after that commit, so an
+//! acknowledged event survives a crash. Readers work on snapshots and never block the writer.
+//! Nothing at start-up scans the log: counters are kept in a small table.
+
+mod record;
+mod snapshot;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use redb::{Database, TableDefinition};
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use record::{now_ticks, StoredEvent, StreamInfo, DELETED, TOMBSTONE_REVISION};
+pub use snapshot::{AllPage, Direction, Recorded, Snapshot};
+
+/// Global position → encoded [`StoredEvent`]. Positions are dense and start at 1.
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// Stream name → encoded [`StreamInfo`].
+const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
+/// (stream id, revision) → global position.
+const STREAM_EVENTS: TableDefinition<(u64, u64), u64> = TableDefinition::new("stream_events");
+/// (stream id, event id) → revision: finds a retried append.
+const EVENT_IDS: TableDefinition<(u64, u128), u64> = TableDefinition::new("event_ids");
+/// Counters that would otherwise need a scan at start-up.
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+
+/// The optimistic-concurrency check of a write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpectedRevision {
+    Any,
+    NoStream,
+    StreamExists,
+    Exact(u64),
+}
+
+/// An event a client asks to append.
+#[derive(Clone, Debug)]
+pub struct ProposedEvent {
+    pub id: u128,
+    pub event_type: String,
+    pub content_type: String,
+    pub custom_metadata: Bytes,
+    pub data: Bytes,
+}
+
+impl ProposedEvent {
+    /// What the event weighs against the append size limit.
+    pub fn size(&self) -> usize {
+        self.data.len() + self.custom_metadata.len() + self.event_type.len()
+    }
+}
+
+/// The result of a write that went through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// The stream's revision after the write; `None` while it has no event.
+    pub current_revision: Option<u64>,
+    /// The global position of the last event written; `None` when nothing was written.
+    pub position: Option<u64>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("wrong expected version: expected {expected:?}, current {current:?}")]
+    WrongExpectedVersion {
+        expected: ExpectedRevision,
+        current: Option<u64>,
+    },
+    #[error("event stream '{0}' is deleted")]
+    StreamDeleted(String),
+    #[error("storage failure: {0}")]
+    Storage(String),
+    #[error("the event store is shutting down")]
+    Closed,
+}
+
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        StoreError::Storage(e.to_string())
+    }
+}
+
+macro_rules! storage_error_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Storage(redb::Error::from(e).to_string())
+            }
+        }
+    )*};
+}
+storage_error_from!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::DatabaseError
+);
+
+/// A write waiting for the writer thread.
+enum WriteCommand {
+    Append {
+        stream: String,
+        expected: ExpectedRevision,
+        events: Vec<ProposedEvent>,
+        reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
+    },
+    Delete {
+        stream: String,
+        expected: ExpectedRevision,
+        tombstone: bool,
+        reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
+    },
+}
+
+/// A handle on the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    writes: mpsc::Sender<WriteCommand>,
+    head: watch::Receiver<u64>,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir` and starts its writer thread.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Storage(format!("cannot create {}: {e}", dir.display())))?;
+        let db = Arc::new(Database::create(dir.join("events.redb"))?);
+        let counters = writer::Counters::initialise(&db)?;
+        let (head_tx, head_rx) = watch::channel(counters.head());
+        let (tx, rx) = mpsc::channel(4096);
+        let writer_db = db.clone();
+        std::thread::Builder::new()
+            .name("event-store-writer".into())
+            .spawn(move || writer::run(writer_db, counters, rx, head_tx))
+            .map_err(|e| StoreError::Storage(format!("cannot start the writer: {e}")))?;
+        Ok(Store {
+            db,
+            writes: tx,
+            head: head_rx,
+        })
+    }
+
+    /// Appends events to a stream, durably, if `expected` holds.
+    pub async fn append(
+        &self,
+        stream: String,
+        expected: ExpectedRevision,
+        events: Vec<ProposedEvent>,
+    ) -> Result<WriteOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(WriteCommand::Append {
+            stream,
+            expected,
+            events,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Soft-deletes (`tombstone == false`) or tombstones a stream.
+    pub async fn delete(
+        &self,
+        stream: String,
+        expected: ExpectedRevision,
+        tombstone: bool,
+    ) -> Result<WriteOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(WriteCommand::Delete {
+            stream,
+            expected,
+            tombstone,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn send(&self, command: WriteCommand) -> Result<(), StoreError> {
+        self.writes.send(command).await.map_err(|_| StoreError::Closed)
+    }
+
+    /// A consistent read-only view of everything committed so far.
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        Snapshot::open(&self.db)
+    }
+
+    /// The position of the newest committed event (0 when the log is empty).
+    pub fn head(&self) -> u64 {
+        *self.head.borrow()
+    }
+
+    /// Wakes whoever holds it each time the head moves: live subscriptions wait on it.
+    pub fn watch_head(&self) -> watch::Receiver<u64> {
+        self.head.clone()
+    }
+}

@@ -1,0 +1,95 @@
+//! What the store keeps on disk: events and per-stream state, encoded with protobuf so that
+//! fields can be added later without rewriting the log.
+
+use bytes::Bytes;
+
+/// One event as written to the log. Its global position is the key it is stored under.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredEvent {
+    #[prost(string, tag = "1")]
+    pub stream: String,
+    #[prost(uint64, tag = "2")]
+    pub revision: u64,
+    /// The client's event id, 16 bytes big-endian.
+    #[prost(bytes = "bytes", tag = "3")]
+    pub id: Bytes,
+    #[prost(string, tag = "4")]
+    pub event_type: String,
+    #[prost(string, tag = "5")]
+    pub content_type: String,
+    /// When it was written, in 100 ns ticks since the Unix epoch (the protocol's unit).
+    #[prost(int64, tag = "6")]
+    pub created: i64,
+    #[prost(bytes = "bytes", tag = "7")]
+    pub custom_metadata: Bytes,
+    #[prost(bytes = "bytes", tag = "8")]
+    pub data: Bytes,
+}
+
+impl StoredEvent {
+    pub fn id_u128(&self) -> u128 {
+        let mut buf = [0u8; 16];
+        if self.id.len() == 16 {
+            buf.copy_from_slice(&self.id);
+        }
+        u128::from_be_bytes(buf)
+    }
+}
+
+/// The state of one stream, kept beside its events so that an append never scans them.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StreamInfo {
+    /// Short numeric id used in the index keys instead of the name.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// The revision of the newest event, absent while the stream has none.
+    #[prost(uint64, optional, tag = "2")]
+    pub last_revision: Option<u64>,
+    /// A tombstoned stream can never be written or read again.
+    #[prost(bool, tag = "3")]
+    pub tombstoned: bool,
+    /// `$tb` from the stream's metadata: events before it are hidden. `DELETED` marks a soft delete.
+    #[prost(uint64, optional, tag = "4")]
+    pub truncate_before: Option<u64>,
+    /// `$maxCount` from the stream's metadata: only that many newest events are visible.
+    #[prost(uint64, optional, tag = "5")]
+    pub max_count: Option<u64>,
+}
+
+/// The `$tb` value a soft delete writes (the protocol's `long.MaxValue`).
+pub const DELETED: u64 = i64::MAX as u64;
+
+/// The revision a tombstone event is written at (also `long.MaxValue`).
+pub const TOMBSTONE_REVISION: u64 = i64::MAX as u64;
+
+impl StreamInfo {
+    pub fn is_soft_deleted(&self) -> bool {
+        self.truncate_before == Some(DELETED)
+    }
+
+    /// The first revision a reader may see, given `$tb` and `$maxCount` (metastreams keep one).
+    pub fn first_visible(&self, stream: &str) -> u64 {
+        let tb = self.truncate_before.unwrap_or(0);
+        let max_count = self
+            .max_count
+            .or_else(|| is_metastream(stream).then_some(1));
+        let by_count = match (max_count, self.last_revision) {
+            (Some(max), Some(last)) => (last + 1).saturating_sub(max),
+            _ => 0,
+        };
+        tb.max(by_count)
+    }
+}
+
+/// `$$name` holds the metadata of stream `name`.
+pub fn is_metastream(stream: &str) -> bool {
+    stream.starts_with("$$")
+}
+
+/// Now, in the protocol's 100 ns ticks since the Unix epoch.
+pub fn now_ticks() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (since.as_nanos() / 100) as i64
+}

@@ -1,0 +1,187 @@
+//! Consistent reads over committed data.
+
+use prost::Message;
+use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable};
+
+use super::record::{StoredEvent, StreamInfo};
+use super::{StoreError, EVENTS, STREAMS, STREAM_EVENTS};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Forwards,
+    Backwards,
+}
+
+/// An event with its global position.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub position: u64,
+    pub event: StoredEvent,
+}
+
+/// A page of `$all`: the events that passed the filter, and how far the scan went.
+#[derive(Debug, Default)]
+pub struct AllPage {
+    pub events: Vec<Recorded>,
+    /// The last position examined, matching or not; `None` when nothing was left to examine.
+    pub scanned_to: Option<u64>,
+    /// True when the scan reached the end of the log in its direction.
+    pub exhausted: bool,
+}
+
+/// A read-only view of the store as of one commit.
+pub struct Snapshot {
+    events: ReadOnlyTable<u64, &'static [u8]>,
+    streams: ReadOnlyTable<&'static str, &'static [u8]>,
+    stream_events: ReadOnlyTable<(u64, u64), u64>,
+}
+
+impl Snapshot {
+    pub(super) fn open(db: &Database) -> Result<Snapshot, StoreError> {
+        let txn = db.begin_read()?;
+        Ok(Snapshot {
+            events: txn.open_table(EVENTS)?,
+            streams: txn.open_table(STREAMS)?,
+            stream_events: txn.open_table(STREAM_EVENTS)?,
+        })
+    }
+
+    pub fn stream(&self, name: &str) -> Result<Option<StreamInfo>, StoreError> {
+        match self.streams.get(name)? {
+            Some(bytes) => Ok(Some(StreamInfo::decode(bytes.value()).map_err(|e| {
+                StoreError::Storage(format!("corrupt stream record {name}: {e}"))
+            })?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn event_at(&self, position: u64) -> Result<Option<StoredEvent>, StoreError> {
+        match self.events.get(position)? {
+            Some(bytes) => Ok(Some(StoredEvent::decode(bytes.value()).map_err(|e| {
+                StoreError::Storage(format!("corrupt event at {position}: {e}"))
+            })?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` visible events of a stream, from revision `from` (inclusive) on.
+    pub fn read_stream(
+        &self,
+        name: &str,
+        info: &StreamInfo,
+        from: u64,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<Recorded>, StoreError> {
+        let first = info.first_visible(name);
+        let Some(last) = info.last_revision else {
+            return Ok(Vec::new());
+        };
+        let id = info.id;
+        let range = match direction {
+            Direction::Forwards if from > last => return Ok(Vec::new()),
+            Direction::Forwards => self.stream_events.range((id, from.max(first))..=(id, last))?,
+            Direction::Backwards if from < first => return Ok(Vec::new()),
+            Direction::Backwards => self.stream_events.range((id, first)..=(id, from.min(last)))?,
+        };
+        let mut out = Vec::with_capacity(limit.min(1024));
+        let mut push = |entry: Result<(redb::AccessGuard<'_, (u64, u64)>, redb::AccessGuard<'_, u64>), redb::StorageError>| -> Result<bool, StoreError> {
+            let (_, position) = entry?;
+            let position = position.value();
+            if let Some(event) = self.event_at(position)? {
+                out.push(Recorded { position, event });
+            }
+            Ok(out.len() < limit)
+        };
+        match direction {
+            Direction::Forwards => {
+                for entry in range {
+                    if !push(entry)? {
+                        break;
+                    }
+                }
+            }
+            Direction::Backwards => {
+                for entry in range.rev() {
+                    if !push(entry)? {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Scans `$all` from `from` (inclusive) in `direction`, keeping up to `limit` events that
+    /// pass `keep`, and examining at most `max_scan` events.
+    pub fn read_all(
+        &self,
+        from: u64,
+        direction: Direction,
+        limit: usize,
+        max_scan: usize,
+        keep: &dyn Fn(&StoredEvent) -> bool,
+    ) -> Result<AllPage, StoreError> {
+        let mut page = AllPage::default();
+        let range = match direction {
+            Direction::Forwards => self.events.range(from..)?,
+            Direction::Backwards => self.events.range(..=from)?,
+        };
+        let mut scanned = 0usize;
+        let mut visit = |entry: Result<(redb::AccessGuard<'_, u64>, redb::AccessGuard<'_, &'static [u8]>), redb::StorageError>| -> Result<bool, StoreError> {
+            let (position, bytes) = entry?;
+            let position = position.value();
+            let event = StoredEvent::decode(bytes.value())
+                .map_err(|e| StoreError::Storage(format!("corrupt event at {position}: {e}")))?;
+            scanned += 1;
+            page.scanned_to = Some(position);
+            if keep(&event) {
+                page.events.push(Recorded { position, event });
+            }
+            Ok(page.events.len() < limit && scanned < max_scan)
+        };
+        let mut stopped = false;
+        match direction {
+            Direction::Forwards => {
+                for entry in range {
+                    if !visit(entry)? {
+                        stopped = true;
+                        break;
+                    }
+                }
+            }
+            Direction::Backwards => {
+                for entry in range.rev() {
+                    if !visit(entry)? {
+                        stopped = true;
+                        break;
+                    }
+                }
+            }
+        }
+        page.exhausted = !stopped;
+        Ok(page)
+    }
+
+    /// The newest position in `$all` (0 when empty).
+    pub fn head(&self) -> Result<u64, StoreError> {
+        Ok(self.events.last()?.map(|(k, _)| k.value()).unwrap_or(0))
+    }
+}
+
+impl Snapshot {
+    /// One event of a stream by revision, if it is stored (visibility is the caller's concern).
+    pub fn stream_event(
+        &self,
+        info: &StreamInfo,
+        revision: u64,
+    ) -> Result<Option<Recorded>, StoreError> {
+        let Some(position) = self.stream_events.get((info.id, revision))? else {
+            return Ok(None);
+        };
+        let position = position.value();
+        Ok(self
+            .event_at(position)?
+            .map(|event| Recorded { position, event }))
+    }
+}
