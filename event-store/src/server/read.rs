@@ -328,7 +328,7 @@ async fn read_all(store: &Store, plan: &Plan, from: From<u64>, count: u64, tx: &
     let mut remaining = count;
     while let (Some(from), true) = (next, remaining > 0) {
         let limit = remaining.min(PAGE as u64) as usize;
-        let page = read_all_page(store, plan, from, limit).await;
+        let page = read_all_page(store, plan, from, limit, SCAN).await;
         let (messages, scanned_to, exhausted) = match page {
             Ok(page) => page,
             Err(status) => return Ok(Err(status)),
@@ -352,12 +352,13 @@ async fn read_all_page(
     plan: &Plan,
     from: u64,
     limit: usize,
+    max_scan: usize,
 ) -> Result<(Vec<ReadEvent>, Option<u64>, bool), Status> {
     let (direction, resolve, uuid, filter) =
         (plan.direction, plan.resolve_links, plan.uuid, plan.filter.clone());
     on_snapshot(store, move |s| {
         let keep = |e: &crate::storage::StoredEvent| filter.as_ref().is_none_or(|f| f.matches(e));
-        let page = s.read_all(from, direction, limit, SCAN, &keep)?;
+        let page = s.read_all(from, direction, limit, max_scan, &keep)?;
         let messages = to_messages(s, page.events, resolve, uuid)?;
         Ok((messages, page.scanned_to, page.exhausted))
     })
@@ -417,11 +418,17 @@ async fn subscribe_all(
     let mut considered = 0u64;
     let mut last_checkpoint = None;
     let mut caught_up = false;
+    // A filtered subscription examines one checkpoint interval per page, so that it can say
+    // how far it got at that cadence.
+    let max_scan = plan
+        .filter
+        .as_ref()
+        .map_or(SCAN, |f| (f.checkpoint_interval as usize).clamp(1, SCAN));
     loop {
         let target = *head.borrow_and_update();
         while cursor.is_none_or(|c| c < target) {
             let from = cursor.map_or(0, |c| c + 1);
-            let page = match read_all_page(store, plan, from, PAGE).await {
+            let page = match read_all_page(store, plan, from, PAGE, max_scan).await {
                 Ok(page) => page,
                 Err(status) => return Ok(Err(status)),
             };
