@@ -1,6 +1,7 @@
 //! The gRPC server: the KurrentDB services over one store.
 
 mod auth;
+mod connection;
 pub mod convert;
 mod discovery;
 mod errors;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 pub use auth::Credentials;
@@ -68,8 +70,7 @@ pub async fn serve(
 
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .tcp_nodelay(true);
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
     if let Some((cert, key)) = &options.tls {
         let cert = std::fs::read(cert).map_err(ServeError::Tls)?;
         let key = std::fs::read(key).map_err(ServeError::Tls)?;
@@ -87,7 +88,7 @@ pub async fn serve(
                 .max_encoding_message_size(max_message),
             authenticate,
         ));
-    let incoming = TcpListenerStream::new(listener);
+    let incoming = TcpListenerStream::new(listener).map(|accepted| accepted.map(connection::Connection::new));
     router
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;

@@ -1,0 +1,233 @@
+//! The event store under load, through the official client, with durable (fsync) commits.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use event_store::server::{self, ServerOptions};
+use event_store::storage::Store;
+use kurrentdb::{
+    AppendToStreamOptions, Client, EventData, ReadAllOptions, StreamPosition,
+    SubscribeToAllOptions, SubscriptionEvent, SubscriptionFilter,
+};
+use tokio::sync::oneshot;
+
+use crate::stats::{median, ms, percentile};
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// Seconds each append measurement lasts.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Events in the log for the `$all` read measurement.
+    #[arg(long, default_value_t = 200_000)]
+    read_events: u64,
+    /// Events whose delivery latency is measured.
+    #[arg(long, default_value_t = 2_000)]
+    latency_events: usize,
+    /// Where the data goes (a temporary directory on the same disk by default).
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
+}
+
+/// A store served on its own runtime, as a separate server process would be.
+struct Served {
+    client: Client,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<std::thread::JoinHandle<()>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Served {
+    fn start(data_dir: &Option<std::path::PathBuf>) -> anyhow::Result<Served> {
+        let (dir, path) = match data_dir {
+            Some(p) => (None, p.join(format!("run-{}", std::process::id()))),
+            None => {
+                let dir = tempfile::tempdir_in(".")?;
+                let path = dir.path().to_path_buf();
+                (Some(dir), path)
+            }
+        };
+        let store = Store::open(&path)?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let port = listener.local_addr()?.port();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let _ = server::serve(listener, store, ServerOptions::default(), async {
+                    let _ = stopped.await;
+                })
+                .await;
+            });
+        });
+        let settings = format!("esdb://127.0.0.1:{port}?tls=false").parse()?;
+        let client = Client::new(settings).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Served { client, stop: Some(stop), server: Some(server), _dir: dir })
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.join();
+        }
+    }
+}
+
+fn payload(n: u64) -> EventData {
+    EventData::json("BenchEvent", &serde_json::json!({ "n": n, "customer": "c-42", "amount": 12_500 })).expect("json")
+}
+
+pub fn run(options: Options, runs: usize) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        println!("event store benchmark: median of {runs} runs, durable commits (fsync)");
+        for appenders in [1usize, 16, 64] {
+            let mut rates = Vec::new();
+            let mut p99s = Vec::new();
+            for _ in 0..runs {
+                let served = Served::start(&options.data_dir)?;
+                let (rate, p99) = appends(&served.client, appenders, Duration::from_secs(options.seconds)).await?;
+                rates.push(rate);
+                p99s.push(p99);
+            }
+            println!(
+                "append, {appenders:>2} appenders, 1 event each: {:>9.0} events/s (runs: {}), p99 {:.2} ms",
+                median(&mut rates.clone()),
+                rates.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "),
+                median(&mut p99s)
+            );
+        }
+
+        let served = Served::start(&options.data_dir)?;
+        fill(&served.client, options.read_events).await?;
+        let mut rates = Vec::new();
+        for _ in 0..runs {
+            rates.push(read_all(&served.client, options.read_events).await?);
+        }
+        println!(
+            "read $all forwards, {} events: {:>9.0} events/s (runs: {})",
+            options.read_events,
+            median(&mut rates.clone()),
+            rates.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ")
+        );
+
+        let mut p50s = Vec::new();
+        let mut p99s = Vec::new();
+        for _ in 0..runs {
+            let (p50, p99) = delivery_latency(&served.client, options.latency_events).await?;
+            p50s.push(p50);
+            p99s.push(p99);
+        }
+        println!(
+            "live subscription delivery (append call -> event received), {} events: p50 {:.2} ms, p99 {:.2} ms (p99 runs: {})",
+            options.latency_events,
+            median(&mut p50s),
+            median(&mut p99s.clone()),
+            p99s.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", ")
+        );
+        Ok(())
+    })
+}
+
+/// Appends single events from `appenders` concurrent tasks for `length`; events/s and p99 ms.
+async fn appends(client: &Client, appenders: usize, length: Duration) -> anyhow::Result<(f64, f64)> {
+    let deadline = Instant::now() + length;
+    let mut tasks = Vec::new();
+    for a in 0..appenders {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut n = 0;
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                client.append_to_stream(format!("bench-{a}"), &AppendToStreamOptions::default(), payload(n)).await?;
+                latencies.push(started.elapsed());
+                n += 1;
+            }
+            Ok::<_, kurrentdb::Error>(latencies)
+        }));
+    }
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    Ok((latencies.len() as f64 / elapsed, ms(percentile(&latencies, 99.0))))
+}
+
+async fn fill(client: &Client, events: u64) -> anyhow::Result<()> {
+    let client = Arc::new(client.clone());
+    let mut tasks = Vec::new();
+    const BATCH: u64 = 500;
+    for chunk in 0..events.div_ceil(BATCH) {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let batch: Vec<EventData> = (0..BATCH).map(|i| payload(chunk * BATCH + i)).collect();
+            client.append_to_stream(format!("fill-{}", chunk % 100), &AppendToStreamOptions::default(), batch).await
+        }));
+        if tasks.len() >= 16 {
+            for t in tasks.drain(..) {
+                t.await??;
+            }
+        }
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+async fn read_all(client: &Client, expected: u64) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut read = client.read_all(&ReadAllOptions::default().max_count(usize::MAX)).await?;
+    let mut count = 0u64;
+    while read.next().await?.is_some() {
+        count += 1;
+    }
+    anyhow::ensure!(count >= expected, "read {count} of {expected} events");
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+/// One appender writes an event every 2 ms; a live `$all` subscription receives them.
+/// Returns p50 and p99 in ms from the start of the append call to receipt.
+async fn delivery_latency(client: &Client, events: usize) -> anyhow::Result<(f64, f64)> {
+    let filter = SubscriptionFilter::on_stream_name().add_prefix("latency-");
+    let mut sub = client.subscribe_to_all(&SubscribeToAllOptions::default().position(StreamPosition::End).filter(filter)).await;
+    loop {
+        if let SubscriptionEvent::CaughtUp(_) = sub.next_subscription_event().await? {
+            break;
+        }
+    }
+    let origin = Instant::now();
+    let writer = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            for n in 0..events as u64 {
+                let sent = origin.elapsed().as_micros() as u64;
+                let event = EventData::json("Latency", &serde_json::json!({ "n": n, "sent_us": sent })).expect("json");
+                client.append_to_stream("latency-1", &AppendToStreamOptions::default(), event).await?;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Ok::<_, kurrentdb::Error>(())
+        })
+    };
+    let mut latencies = Vec::with_capacity(events);
+    while latencies.len() < events {
+        if let SubscriptionEvent::EventAppeared(e) = sub.next_subscription_event().await? {
+            let received = origin.elapsed().as_micros() as u64;
+            let sent = e.get_original_event().as_json::<serde_json::Value>()?["sent_us"].as_u64().unwrap_or(received);
+            latencies.push(Duration::from_micros(received.saturating_sub(sent)));
+        }
+    }
+    writer.await??;
+    latencies.sort();
+    Ok((ms(percentile(&latencies, 50.0)), ms(percentile(&latencies, 99.0))))
+}
