@@ -3,13 +3,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use event_store::server::{self, ServerOptions};
-use event_store::storage::Store;
 use kurrentdb::{
     AppendToStreamOptions, Client, EventData, ReadAllOptions, StreamPosition,
     SubscribeToAllOptions, SubscriptionEvent, SubscriptionFilter,
 };
-use tokio::sync::oneshot;
 
 use crate::stats::{median, ms, percentile};
 
@@ -29,53 +26,47 @@ pub struct Options {
     data_dir: Option<std::path::PathBuf>,
 }
 
-/// A store served on its own runtime, as a separate server process would be.
+/// The release `event-store` binary, started as a separate process on a fresh data directory,
+/// as it runs in production.
 struct Served {
     client: Client,
-    stop: Option<oneshot::Sender<()>>,
-    server: Option<std::thread::JoinHandle<()>>,
-    _dir: Option<tempfile::TempDir>,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
 }
 
 impl Served {
     fn start(data_dir: &Option<std::path::PathBuf>) -> anyhow::Result<Served> {
-        let (dir, path) = match data_dir {
-            Some(p) => (None, p.join(format!("run-{}", std::process::id()))),
-            None => {
-                let dir = tempfile::tempdir_in(".")?;
-                let path = dir.path().to_path_buf();
-                (Some(dir), path)
-            }
+        let dir = match data_dir {
+            Some(parent) => tempfile::tempdir_in(parent)?,
+            None => tempfile::tempdir_in(".")?,
         };
-        let store = Store::open(&path)?;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let port = listener.local_addr()?.port();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let _ = server::serve(listener, store, ServerOptions::default(), async {
-                    let _ = stopped.await;
-                })
-                .await;
-            });
-        });
+        let binary = std::env::current_exe()?.with_file_name("event-store");
+        anyhow::ensure!(
+            binary.exists(),
+            "{} is missing: build it with `cargo build --release -p event-store -p bench`",
+            binary.display()
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let child = std::process::Command::new(&binary)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(dir.path())
+            .env("RUST_LOG", "warn")
+            .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "event-store did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let settings = format!("esdb://127.0.0.1:{port}?tls=false").parse()?;
         let client = Client::new(settings).map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(Served { client, stop: Some(stop), server: Some(server), _dir: dir })
+        Ok(Served { client, child, _dir: dir })
     }
 }
 
 impl Drop for Served {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let _ = server.join();
-        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

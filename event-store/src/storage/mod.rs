@@ -21,12 +21,10 @@ pub use snapshot::{AllPage, Direction, Recorded, Snapshot};
 
 /// Global position → encoded [`StoredEvent`]. Positions are dense and start at 1.
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
-/// Stream name → encoded [`StreamInfo`].
+/// Stream name → encoded [`record::StreamRecord`].
 const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
 /// (stream id, revision) → global position.
 const STREAM_EVENTS: TableDefinition<(u64, u64), u64> = TableDefinition::new("stream_events");
-/// (stream id, event id) → revision: finds a retried append.
-const EVENT_IDS: TableDefinition<(u64, u128), u64> = TableDefinition::new("event_ids");
 /// Counters that would otherwise need a scan at start-up.
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 

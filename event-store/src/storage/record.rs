@@ -36,24 +36,54 @@ impl StoredEvent {
     }
 }
 
-/// The state of one stream, kept beside its events so that an append never scans them.
+/// What is stored of a stream besides its events. It changes only when the stream is created,
+/// deleted or given metadata, so that an ordinary append writes nothing here.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct StreamInfo {
+pub struct StreamRecord {
     /// Short numeric id used in the index keys instead of the name.
     #[prost(uint64, tag = "1")]
     pub id: u64,
-    /// The revision of the newest event, absent while the stream has none.
-    #[prost(uint64, optional, tag = "2")]
-    pub last_revision: Option<u64>,
-    /// A tombstoned stream can never be written or read again.
     #[prost(bool, tag = "3")]
     pub tombstoned: bool,
-    /// `$tb` from the stream's metadata: events before it are hidden. `DELETED` marks a soft delete.
     #[prost(uint64, optional, tag = "4")]
     pub truncate_before: Option<u64>,
-    /// `$maxCount` from the stream's metadata: only that many newest events are visible.
     #[prost(uint64, optional, tag = "5")]
     pub max_count: Option<u64>,
+}
+
+/// A stream's state: its record plus its newest revision, which the index gives.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamInfo {
+    pub id: u64,
+    /// The revision of the newest event, absent while the stream has none.
+    pub last_revision: Option<u64>,
+    /// A tombstoned stream can never be written or read again.
+    pub tombstoned: bool,
+    /// `$tb` from the stream's metadata: events before it are hidden. `DELETED` marks a soft delete.
+    pub truncate_before: Option<u64>,
+    /// `$maxCount` from the stream's metadata: only that many newest events are visible.
+    pub max_count: Option<u64>,
+}
+
+impl StreamInfo {
+    pub fn from_record(record: StreamRecord, last_revision: Option<u64>) -> StreamInfo {
+        StreamInfo {
+            id: record.id,
+            last_revision,
+            tombstoned: record.tombstoned,
+            truncate_before: record.truncate_before,
+            max_count: record.max_count,
+        }
+    }
+
+    pub fn record(&self) -> StreamRecord {
+        StreamRecord {
+            id: self.id,
+            tombstoned: self.tombstoned,
+            truncate_before: self.truncate_before,
+            max_count: self.max_count,
+        }
+    }
 }
 
 /// The `$tb` value a soft delete writes (the protocol's `long.MaxValue`).

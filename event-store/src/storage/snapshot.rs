@@ -3,7 +3,7 @@
 use prost::Message;
 use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable};
 
-use super::record::{StoredEvent, StreamInfo};
+use super::record::{StoredEvent, StreamInfo, StreamRecord, TOMBSTONE_REVISION};
 use super::{StoreError, EVENTS, STREAMS, STREAM_EVENTS};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,12 +47,13 @@ impl Snapshot {
     }
 
     pub fn stream(&self, name: &str) -> Result<Option<StreamInfo>, StoreError> {
-        match self.streams.get(name)? {
-            Some(bytes) => Ok(Some(StreamInfo::decode(bytes.value()).map_err(|e| {
-                StoreError::Storage(format!("corrupt stream record {name}: {e}"))
-            })?)),
-            None => Ok(None),
-        }
+        let Some(bytes) = self.streams.get(name)? else {
+            return Ok(None);
+        };
+        let record = StreamRecord::decode(bytes.value())
+            .map_err(|e| StoreError::Storage(format!("corrupt stream record {name}: {e}")))?;
+        let last = last_revision(&self.stream_events, record.id)?;
+        Ok(Some(StreamInfo::from_record(record, last)))
     }
 
     pub fn event_at(&self, position: u64) -> Result<Option<StoredEvent>, StoreError> {
@@ -184,4 +185,16 @@ impl Snapshot {
             .event_at(position)?
             .map(|event| Recorded { position, event }))
     }
+}
+
+/// The newest revision of a stream, from the index (a tombstone's marker revision excluded).
+pub(super) fn last_revision(
+    index: &impl ReadableTable<(u64, u64), u64>,
+    id: u64,
+) -> Result<Option<u64>, StoreError> {
+    let mut newest = index.range((id, 0)..(id, TOMBSTONE_REVISION))?;
+    Ok(match newest.next_back() {
+        Some(entry) => Some(entry?.0.value().1),
+        None => None,
+    })
 }

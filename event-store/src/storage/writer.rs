@@ -1,5 +1,11 @@
 //! The single writer: group commit, concurrency checks, idempotent retries and deletes.
+//!
+//! Per event an append writes two entries, the event and its (stream, revision) index entry;
+//! stream records are rewritten only on creation, metadata and deletion. The writer keeps the
+//! state of recently written streams and the ids of recent events in memory (bounded), so the
+//! common append reads nothing from disk.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -7,14 +13,23 @@ use prost::Message;
 use redb::{Database, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{mpsc, watch};
 
-use super::record::{is_metastream, now_ticks, StoredEvent, StreamInfo, DELETED, TOMBSTONE_REVISION};
+use super::record::{
+    is_metastream, now_ticks, StoredEvent, StreamInfo, StreamRecord, DELETED, TOMBSTONE_REVISION,
+};
+use super::snapshot::last_revision;
 use super::{
     ExpectedRevision, ProposedEvent, StoreError, WriteCommand, WriteOutcome, COUNTERS, EVENTS,
-    EVENT_IDS, STREAMS, STREAM_EVENTS,
+    STREAMS, STREAM_EVENTS,
 };
 
 /// How many waiting writes one transaction takes at most.
-const MAX_GROUP: usize = 512;
+const MAX_GROUP: usize = 1024;
+/// Streams whose state the writer keeps in memory.
+const CACHED_STREAMS: usize = 100_000;
+/// Event ids remembered for recognising a retried append with `any`/`stream_exists`. Like the
+/// real server, such a retry is recognised only while it is recent; with an exact expected
+/// revision it always is, from the stored events.
+const REMEMBERED_IDS: usize = 200_000;
 
 /// The writer's counters, persisted in the same transaction as the events they count.
 #[derive(Clone, Copy, Debug)]
@@ -31,7 +46,6 @@ impl Counters {
             txn.open_table(EVENTS)?;
             txn.open_table(STREAMS)?;
             txn.open_table(STREAM_EVENTS)?;
-            txn.open_table(EVENT_IDS)?;
             let table = txn.open_table(COUNTERS)?;
             let get = |name: &str| -> Result<Option<u64>, StoreError> {
                 Ok(table.get(name)?.map(|v| v.value()))
@@ -57,6 +71,35 @@ impl Counters {
     }
 }
 
+/// What the writer remembers between transactions. After a failed commit it is dropped, since
+/// it may describe writes that never happened.
+#[derive(Default)]
+struct Memory {
+    streams: HashMap<String, StreamInfo>,
+    ids: HashMap<(u64, u128), u64>,
+    id_order: VecDeque<(u64, u128)>,
+}
+
+impl Memory {
+    fn remember_id(&mut self, stream_id: u64, event_id: u128, revision: u64) {
+        if self.ids.insert((stream_id, event_id), revision).is_none() {
+            self.id_order.push_back((stream_id, event_id));
+        }
+        while self.id_order.len() > REMEMBERED_IDS {
+            if let Some(old) = self.id_order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+    }
+
+    fn remember_stream(&mut self, name: &str, info: &StreamInfo) {
+        if self.streams.len() >= CACHED_STREAMS && !self.streams.contains_key(name) {
+            self.streams.clear();
+        }
+        self.streams.insert(name.to_string(), info.clone());
+    }
+}
+
 /// Runs until every [`super::Store`] handle is gone.
 pub fn run(
     db: Arc<Database>,
@@ -64,6 +107,7 @@ pub fn run(
     mut commands: mpsc::Receiver<WriteCommand>,
     head: watch::Sender<u64>,
 ) {
+    let mut memory = Memory::default();
     let mut group = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = commands.blocking_recv() {
         group.push(first);
@@ -74,7 +118,7 @@ pub fn run(
             }
         }
         let mut next = counters;
-        match commit_group(&db, &mut next, &group) {
+        match commit_group(&db, &mut next, &mut memory, &group) {
             Ok(outcomes) => {
                 counters = next;
                 head.send_if_modified(|h| {
@@ -88,6 +132,7 @@ pub fn run(
             }
             Err(e) => {
                 tracing::error!(error = %e, "a commit failed; its writes are refused");
+                memory = Memory::default();
                 for command in group.drain(..) {
                     reply(command, Err(e.clone()));
                 }
@@ -109,17 +154,20 @@ fn reply(command: WriteCommand, outcome: Result<WriteOutcome, StoreError>) {
 fn commit_group(
     db: &Database,
     counters: &mut Counters,
+    memory: &mut Memory,
     group: &[WriteCommand],
 ) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
     let mut txn = db.begin_write()?;
+    // Records the allocator state with each commit, so that opening after a crash is
+    // immediate instead of a walk over the whole file.
     txn.set_quick_repair(true);
     let outcomes = {
         let mut tables = Tables {
             events: txn.open_table(EVENTS)?,
             streams: txn.open_table(STREAMS)?,
             stream_events: txn.open_table(STREAM_EVENTS)?,
-            event_ids: txn.open_table(EVENT_IDS)?,
             counters,
+            memory,
             now: now_ticks(),
         };
         let mut outcomes = Vec::with_capacity(group.len());
@@ -148,31 +196,36 @@ fn commit_group(
 
 /// The tables of one write transaction. Methods return `Err` only for storage failures; a
 /// refused command is an inner `Err`.
-struct Tables<'txn, 'c> {
+struct Tables<'txn, 'w> {
     events: Table<'txn, u64, &'static [u8]>,
     streams: Table<'txn, &'static str, &'static [u8]>,
     stream_events: Table<'txn, (u64, u64), u64>,
-    event_ids: Table<'txn, (u64, u128), u64>,
-    counters: &'c mut Counters,
+    counters: &'w mut Counters,
+    memory: &'w mut Memory,
     now: i64,
 }
 
 type Checked = Result<WriteOutcome, StoreError>;
 
-impl Tables<'_, '_> {
-    fn stream_info(&self, stream: &str) -> Result<Option<StreamInfo>, StoreError> {
-        match self.streams.get(stream)? {
-            Some(bytes) => StreamInfo::decode(bytes.value())
-                .map(Some)
-                .map_err(|e| StoreError::Storage(format!("corrupt stream record {stream}: {e}"))),
-            None => Ok(None),
-        }
-    }
+enum Retry {
+    NotARetry,
+    Original(WriteOutcome),
+    Partial,
+}
 
+impl Tables<'_, '_> {
     /// The stream's state, or a fresh one (with a new id) when the stream is unknown. A stream
     /// is known once it has had an event or metadata.
-    fn stream_info_or_new(&mut self, stream: &str) -> Result<(StreamInfo, bool), StoreError> {
-        if let Some(info) = self.stream_info(stream)? {
+    fn stream(&mut self, name: &str) -> Result<(StreamInfo, bool), StoreError> {
+        if let Some(info) = self.memory.streams.get(name) {
+            return Ok((info.clone(), true));
+        }
+        if let Some(bytes) = self.streams.get(name)? {
+            let record = StreamRecord::decode(bytes.value())
+                .map_err(|e| StoreError::Storage(format!("corrupt stream record {name}: {e}")))?;
+            let last = last_revision(&self.stream_events, record.id)?;
+            let info = StreamInfo::from_record(record, last);
+            self.memory.remember_stream(name, &info);
             return Ok((info, true));
         }
         let id = self.counters.next_stream_id;
@@ -184,8 +237,13 @@ impl Tables<'_, '_> {
         Ok((info, false))
     }
 
-    fn save_stream_info(&mut self, stream: &str, info: &StreamInfo) -> Result<(), StoreError> {
-        self.streams.insert(stream, info.encode_to_vec().as_slice())?;
+    /// Keeps the new state in memory; writes the stream record when it changed (or is new).
+    fn save_stream(&mut self, name: &str, info: &StreamInfo, record_changed: bool) -> Result<(), StoreError> {
+        if record_changed {
+            self.streams
+                .insert(name, info.record().encode_to_vec().as_slice())?;
+        }
+        self.memory.remember_stream(name, info);
         Ok(())
     }
 
@@ -195,7 +253,7 @@ impl Tables<'_, '_> {
         expected: ExpectedRevision,
         events: &[ProposedEvent],
     ) -> Result<Checked, StoreError> {
-        let (mut info, known) = self.stream_info_or_new(stream)?;
+        let (mut info, known) = self.stream(stream)?;
         if info.tombstoned {
             return Ok(Err(StoreError::StreamDeleted(stream.to_string())));
         }
@@ -223,20 +281,19 @@ impl Tables<'_, '_> {
         let first = info.last_revision.map_or(0, |r| r + 1);
         let mut position = 0;
         for (offset, event) in events.iter().enumerate() {
-            let revision = first + offset as u64;
-            position = self.write_event(stream, info.id, revision, event)?;
+            position = self.write_event(stream, info.id, first + offset as u64, event)?;
         }
         info.last_revision = Some(first + events.len() as u64 - 1);
 
         // Writing to a soft-deleted stream brings it back, showing only the new events.
         if info.is_soft_deleted() {
             info.truncate_before = Some(first);
-            self.save_stream_info(stream, &info)?;
+            self.save_stream(stream, &info, true)?;
             self.rewrite_metadata(stream, |meta| {
                 meta.insert("$tb".into(), first.into());
             })?;
         } else {
-            self.save_stream_info(stream, &info)?;
+            self.save_stream(stream, &info, !known)?;
         }
 
         if let (Some(target), Some(last)) = (stream.strip_prefix("$$"), events.last()) {
@@ -273,17 +330,30 @@ impl Tables<'_, '_> {
         self.events
             .insert(position, stored.encode_to_vec().as_slice())?;
         self.stream_events.insert((stream_id, revision), position)?;
-        if revision != TOMBSTONE_REVISION {
-            self.event_ids.insert((stream_id, event.id), revision)?;
-        }
+        self.memory.remember_id(stream_id, event.id, revision);
         Ok(position)
+    }
+
+    /// The id and position of a stored event of a stream.
+    fn stored_id(&self, stream_id: u64, revision: u64) -> Result<Option<(u128, u64)>, StoreError> {
+        let Some(position) = self.stream_events.get((stream_id, revision))? else {
+            return Ok(None);
+        };
+        let position = position.value();
+        let Some(bytes) = self.events.get(position)? else {
+            return Ok(None);
+        };
+        let event = StoredEvent::decode(bytes.value())
+            .map_err(|e| StoreError::Storage(format!("corrupt event at {position}: {e}")))?;
+        Ok(Some((event.id_u128(), position)))
     }
 
     /// An append whose events are already in the stream, in order, right where the retried
     /// request would have put them, returns the original result instead of writing twice.
     ///
     /// With an exact expectation the events must sit right after it; with `Any` or
-    /// `StreamExists`, wherever the first one is. A retry that matches only in part is refused.
+    /// `StreamExists`, wherever the first one is (if it is recent). A retry that matches only
+    /// in part is refused.
     fn find_retry(
         &self,
         info: &StreamInfo,
@@ -293,14 +363,18 @@ impl Tables<'_, '_> {
         let Some(first_event) = events.first() else {
             return Ok(Retry::NotARetry);
         };
-        let start = match expected {
+        let (start, exact) = match expected {
             ExpectedRevision::Exact(revision) if info.last_revision > Some(revision) => {
-                revision + 1
+                (revision + 1, true)
             }
-            ExpectedRevision::NoStream if info.last_revision.is_some() && !info.is_soft_deleted() => 0,
+            ExpectedRevision::NoStream
+                if info.last_revision.is_some() && !info.is_soft_deleted() =>
+            {
+                (0, true)
+            }
             ExpectedRevision::Any | ExpectedRevision::StreamExists => {
-                match self.event_ids.get((info.id, first_event.id))? {
-                    Some(revision) => revision.value(),
+                match self.memory.ids.get(&(info.id, first_event.id)) {
+                    Some(revision) => (*revision, false),
                     None => return Ok(Retry::NotARetry),
                 }
             }
@@ -308,17 +382,9 @@ impl Tables<'_, '_> {
         };
         let mut position = 0;
         for (offset, event) in events.iter().enumerate() {
-            let revision = start + offset as u64;
-            let at_place = match self.event_ids.get((info.id, event.id))? {
-                Some(found) => found.value() == revision,
-                None => false,
-            };
-            let stored_at = self.stream_events.get((info.id, revision))?.map(|p| p.value());
-            match (at_place, stored_at) {
-                (true, Some(p)) => position = p,
-                _ if offset == 0 && matches!(expected, ExpectedRevision::Exact(_) | ExpectedRevision::NoStream) => {
-                    return Ok(Retry::NotARetry)
-                }
+            match self.stored_id(info.id, start + offset as u64)? {
+                Some((id, p)) if id == event.id => position = p,
+                _ if offset == 0 && exact => return Ok(Retry::NotARetry),
                 _ => return Ok(Retry::Partial),
             }
         }
@@ -334,7 +400,7 @@ impl Tables<'_, '_> {
         expected: ExpectedRevision,
         tombstone: bool,
     ) -> Result<Checked, StoreError> {
-        let (mut info, known) = self.stream_info_or_new(stream)?;
+        let (mut info, known) = self.stream(stream)?;
         if info.tombstoned {
             return Ok(Err(StoreError::StreamDeleted(stream.to_string())));
         }
@@ -358,11 +424,11 @@ impl Tables<'_, '_> {
             };
             let position = self.write_event(stream, info.id, TOMBSTONE_REVISION, &marker)?;
             info.tombstoned = true;
-            self.save_stream_info(stream, &info)?;
+            self.save_stream(stream, &info, true)?;
             position
         } else {
             info.truncate_before = Some(DELETED);
-            self.save_stream_info(stream, &info)?;
+            self.save_stream(stream, &info, true)?;
             // A soft delete replaces the stream's metadata with the deletion mark alone.
             self.rewrite_metadata(stream, |meta| {
                 meta.clear();
@@ -382,7 +448,7 @@ impl Tables<'_, '_> {
         change: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
     ) -> Result<u64, StoreError> {
         let meta_stream = format!("$${stream}");
-        let (mut meta_info, _) = self.stream_info_or_new(&meta_stream)?;
+        let (mut meta_info, known) = self.stream(&meta_stream)?;
         let mut meta = serde_json::Map::new();
         if let Some(last) = meta_info.last_revision {
             if let Some(position) = self.stream_events.get((meta_info.id, last))? {
@@ -409,7 +475,7 @@ impl Tables<'_, '_> {
         let revision = meta_info.last_revision.map_or(0, |r| r + 1);
         let position = self.write_event(&meta_stream, meta_info.id, revision, &event)?;
         meta_info.last_revision = Some(revision);
-        self.save_stream_info(&meta_stream, &meta_info)?;
+        self.save_stream(&meta_stream, &meta_info, !known)?;
         self.apply_metadata(stream, &event.data)?;
         Ok(position)
     }
@@ -420,17 +486,11 @@ impl Tables<'_, '_> {
             return Ok(());
         }
         let meta: serde_json::Value = serde_json::from_slice(data).unwrap_or_default();
-        let (mut info, _) = self.stream_info_or_new(stream)?;
+        let (mut info, _) = self.stream(stream)?;
         info.truncate_before = meta.get("$tb").and_then(|v| v.as_u64());
         info.max_count = meta.get("$maxCount").and_then(|v| v.as_u64());
-        self.save_stream_info(stream, &info)
+        self.save_stream(stream, &info, true)
     }
-}
-
-enum Retry {
-    NotARetry,
-    Original(WriteOutcome),
-    Partial,
 }
 
 /// The optimistic-concurrency rule. A soft-deleted stream may be written as if new, but does
