@@ -31,7 +31,9 @@ pub struct Options {
 struct Served {
     client: Client,
     child: std::process::Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    /// From spawning the process to its first accepted connection.
+    started_in: Duration,
 }
 
 impl Served {
@@ -40,27 +42,55 @@ impl Served {
             Some(parent) => tempfile::tempdir_in(parent)?,
             None => tempfile::tempdir_in(".")?,
         };
-        let binary = std::env::current_exe()?.with_file_name("event-store");
-        anyhow::ensure!(
-            binary.exists(),
-            "{} is missing: build it with `cargo build --release -p event-store -p bench`",
-            binary.display()
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let child = std::process::Command::new(&binary)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(dir.path())
-            .env("RUST_LOG", "warn")
-            .spawn()?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            anyhow::ensure!(Instant::now() < deadline, "event-store did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let settings = format!("esdb://127.0.0.1:{port}?tls=false").parse()?;
-        let client = Client::new(settings).map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(Served { client, child, _dir: dir })
+        let (child, client, started_in) = spawn(dir.path())?;
+        Ok(Served { client, child, dir, started_in })
     }
+
+    /// Kills the process with SIGKILL and starts it again on the same data.
+    fn crash_and_restart(mut self) -> anyhow::Result<Served> {
+        self.child.kill()?;
+        self.child.wait()?;
+        let (child, client, started_in) = spawn(self.dir.path())?;
+        self.child = child;
+        self.client = client;
+        self.started_in = started_in;
+        Ok(self)
+    }
+
+    /// Resident memory of the server process, in MiB.
+    fn rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    }
+}
+
+fn spawn(dir: &std::path::Path) -> anyhow::Result<(std::process::Child, Client, Duration)> {
+    let binary = std::env::current_exe()?.with_file_name("event-store");
+    anyhow::ensure!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build --release -p event-store -p bench`",
+        binary.display()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let spawned = Instant::now();
+    let child = std::process::Command::new(&binary)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "event-store did not start");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let started_in = spawned.elapsed();
+    let settings = format!("esdb://127.0.0.1:{port}?tls=false").parse()?;
+    let client = Client::new(settings).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((child, client, started_in))
 }
 
 impl Drop for Served {
@@ -96,7 +126,19 @@ pub fn run(options: Options, runs: usize) -> anyhow::Result<()> {
         }
 
         let served = Served::start(&options.data_dir)?;
+        println!(
+            "start-up, empty log: {:.0} ms to the first connection, {:.1} MiB resident",
+            ms(served.started_in),
+            served.rss_mib()
+        );
         fill(&served.client, options.read_events).await?;
+        let served = served.crash_and_restart()?;
+        println!(
+            "start-up after kill -9 with {} events: {:.0} ms to the first connection, {:.1} MiB resident",
+            options.read_events,
+            ms(served.started_in),
+            served.rss_mib()
+        );
         let mut rates = Vec::new();
         for _ in 0..runs {
             rates.push(read_all(&served.client, options.read_events).await?);

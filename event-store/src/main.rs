@@ -26,6 +26,9 @@ struct Args {
     /// Require basic authentication as `user:password`.
     #[arg(long, env = "EVENT_STORE_CREDENTIALS", hide_env_values = true)]
     credentials: Option<String>,
+    /// Memory for the storage page cache, in MiB.
+    #[arg(long, env = "EVENT_STORE_CACHE_MIB", default_value_t = 64)]
+    cache_mib: usize,
     /// Largest event accepted, in bytes.
     #[arg(long, env = "EVENT_STORE_MAX_EVENT_SIZE", default_value_t = AppendLimits::default().max_event_size)]
     max_event_size: usize,
@@ -47,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
         Some(text) => Some(Credentials::parse(text).context("--credentials must be user:password")?),
         None => None,
     };
-    let store = Store::open(&args.data_dir)
+    let store = Store::open_with_cache(&args.data_dir, args.cache_mib * 1024 * 1024)
         .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

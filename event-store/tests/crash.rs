@@ -1,5 +1,6 @@
-//! kill -9 at a random moment under concurrent appends: after a restart every acknowledged
-//! event is there, and no append is there in part.
+//! The real binary as a process: kill -9 at a random moment under concurrent appends loses no
+//! acknowledged event and leaves no append in part; SIGTERM stops it cleanly, live
+//! subscriptions and all.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -94,4 +95,24 @@ async fn kill_9_loses_no_acknowledged_event() {
         child.start_kill().unwrap();
         child.wait().await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_it_cleanly_even_with_live_subscriptions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, client) = start(dir.path()).await;
+    client.append_to_stream("before-stop", &AppendToStreamOptions::default(), EventData::json("E", &1).unwrap()).await.unwrap();
+    let mut subscription = client.subscribe_to_all(&Default::default()).await;
+    let _ = subscription.next_subscription_event().await.unwrap();
+    let pid = child.id().unwrap().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("did not stop").unwrap();
+    assert!(exit.success(), "{exit:?}");
+    // The data is all there on the next start.
+    let (mut child, client) = start(dir.path()).await;
+    let mut read = client.read_stream("before-stop", &ReadStreamOptions::default()).await.unwrap();
+    assert!(read.next().await.unwrap().is_some());
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
 }

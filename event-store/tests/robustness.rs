@@ -222,3 +222,25 @@ async fn concurrent_writers_on_many_streams_all_land_once() {
     assert!(per_stream.values().all(|revs| *revs == (0..EACH).collect::<Vec<_>>()));
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_lists_only_what_is_served_and_one_leader() {
+    use event_store::proto::gossip::{gossip_client::GossipClient, member_info::VNodeState};
+    use event_store::proto::server_features::server_features_client::ServerFeaturesClient;
+    let s = TestStore::start().await;
+    let url = format!("http://127.0.0.1:{}", s.port);
+    let features = ServerFeaturesClient::connect(url.clone()).await.unwrap().get_supported_methods(Empty {}).await.unwrap().into_inner();
+    let methods: HashSet<(String, String)> = features.methods.iter().map(|m| (m.service_name.clone(), m.method_name.clone())).collect();
+    for method in ["read", "append", "delete", "tombstone", "batchappend"] {
+        assert!(methods.contains(&("event_store.client.streams.streams".to_string(), method.to_string())), "{method}");
+    }
+    assert!(methods.iter().all(|(service, _)| !service.contains("persistent")), "{methods:?}");
+    assert!(features.event_store_server_version.split('.').count() == 3);
+
+    let cluster = GossipClient::connect(url).await.unwrap().read(Empty {}).await.unwrap().into_inner();
+    assert_eq!(cluster.members.len(), 1);
+    let leader = &cluster.members[0];
+    assert_eq!((leader.state, leader.is_alive), (VNodeState::Leader as i32, true));
+    assert_eq!(leader.http_end_point.as_ref().unwrap().port, s.port as u32);
+    s.stop().await;
+}

@@ -28,6 +28,9 @@ const STREAM_EVENTS: TableDefinition<(u64, u64), u64> = TableDefinition::new("st
 /// Counters that would otherwise need a scan at start-up.
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 
+/// The page cache used unless told otherwise.
+pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// The optimistic-concurrency check of a write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExpectedRevision {
@@ -126,11 +129,20 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir` and starts its writer thread.
+    /// Opens (or creates) the store in `dir` with the default cache and starts its writer.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens the store with a page cache of `cache_bytes`: memory stays within it however
+    /// long the log grows.
+    pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Storage(format!("cannot create {}: {e}", dir.display())))?;
-        let db = Arc::new(Database::create(dir.join("events.redb"))?);
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(dir.join("events.redb"))?;
+        let db = Arc::new(db);
         let counters = writer::Counters::initialise(&db)?;
         let (head_tx, head_rx) = watch::channel(counters.head());
         let (tx, rx) = mpsc::channel(4096);
