@@ -43,7 +43,12 @@ impl Served {
             None => tempfile::tempdir_in(".")?,
         };
         let (child, client, started_in) = spawn(dir.path())?;
-        Ok(Served { client, child, dir, started_in })
+        Ok(Served {
+            client,
+            child,
+            dir,
+            started_in,
+        })
     }
 
     /// Kills the process with SIGKILL and starts it again on the same data.
@@ -59,7 +64,8 @@ impl Served {
 
     /// Resident memory of the server process, in MiB.
     fn rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -75,7 +81,9 @@ fn spawn(dir: &std::path::Path) -> anyhow::Result<(std::process::Child, Client, 
         "{} is missing: build it with `cargo build --release -p event-store -p bench`",
         binary.display()
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let spawned = Instant::now();
     let child = std::process::Command::new(&binary)
         .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
@@ -101,11 +109,17 @@ impl Drop for Served {
 }
 
 fn payload(n: u64) -> EventData {
-    EventData::json("BenchEvent", &serde_json::json!({ "n": n, "customer": "c-42", "amount": 12_500 })).expect("json")
+    EventData::json(
+        "BenchEvent",
+        &serde_json::json!({ "n": n, "customer": "c-42", "amount": 12_500 }),
+    )
+    .expect("json")
 }
 
 pub fn run(options: Options, runs: usize) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         println!("event store benchmark: median of {runs} runs, durable commits (fsync)");
         for appenders in [1usize, 16, 64] {
@@ -169,7 +183,11 @@ pub fn run(options: Options, runs: usize) -> anyhow::Result<()> {
 }
 
 /// Appends single events from `appenders` concurrent tasks for `length`; events/s and p99 ms.
-async fn appends(client: &Client, appenders: usize, length: Duration) -> anyhow::Result<(f64, f64)> {
+async fn appends(
+    client: &Client,
+    appenders: usize,
+    length: Duration,
+) -> anyhow::Result<(f64, f64)> {
     let deadline = Instant::now() + length;
     let mut tasks = Vec::new();
     for a in 0..appenders {
@@ -179,7 +197,13 @@ async fn appends(client: &Client, appenders: usize, length: Duration) -> anyhow:
             let mut n = 0;
             while Instant::now() < deadline {
                 let started = Instant::now();
-                client.append_to_stream(format!("bench-{a}"), &AppendToStreamOptions::default(), payload(n)).await?;
+                client
+                    .append_to_stream(
+                        format!("bench-{a}"),
+                        &AppendToStreamOptions::default(),
+                        payload(n),
+                    )
+                    .await?;
                 latencies.push(started.elapsed());
                 n += 1;
             }
@@ -193,7 +217,10 @@ async fn appends(client: &Client, appenders: usize, length: Duration) -> anyhow:
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort();
-    Ok((latencies.len() as f64 / elapsed, ms(percentile(&latencies, 99.0))))
+    Ok((
+        latencies.len() as f64 / elapsed,
+        ms(percentile(&latencies, 99.0)),
+    ))
 }
 
 async fn fill(client: &Client, events: u64) -> anyhow::Result<()> {
@@ -204,7 +231,13 @@ async fn fill(client: &Client, events: u64) -> anyhow::Result<()> {
         let client = client.clone();
         tasks.push(tokio::spawn(async move {
             let batch: Vec<EventData> = (0..BATCH).map(|i| payload(chunk * BATCH + i)).collect();
-            client.append_to_stream(format!("fill-{}", chunk % 100), &AppendToStreamOptions::default(), batch).await
+            client
+                .append_to_stream(
+                    format!("fill-{}", chunk % 100),
+                    &AppendToStreamOptions::default(),
+                    batch,
+                )
+                .await
         }));
         if tasks.len() >= 16 {
             for t in tasks.drain(..) {
@@ -220,7 +253,9 @@ async fn fill(client: &Client, events: u64) -> anyhow::Result<()> {
 
 async fn read_all(client: &Client, expected: u64) -> anyhow::Result<f64> {
     let started = Instant::now();
-    let mut read = client.read_all(&ReadAllOptions::default().max_count(usize::MAX)).await?;
+    let mut read = client
+        .read_all(&ReadAllOptions::default().max_count(usize::MAX))
+        .await?;
     let mut count = 0u64;
     while read.next().await?.is_some() {
         count += 1;
@@ -233,7 +268,13 @@ async fn read_all(client: &Client, expected: u64) -> anyhow::Result<f64> {
 /// Returns p50 and p99 in ms from the start of the append call to receipt.
 async fn delivery_latency(client: &Client, events: usize) -> anyhow::Result<(f64, f64)> {
     let filter = SubscriptionFilter::on_stream_name().add_prefix("latency-");
-    let mut sub = client.subscribe_to_all(&SubscribeToAllOptions::default().position(StreamPosition::End).filter(filter)).await;
+    let mut sub = client
+        .subscribe_to_all(
+            &SubscribeToAllOptions::default()
+                .position(StreamPosition::End)
+                .filter(filter),
+        )
+        .await;
     loop {
         if let SubscriptionEvent::CaughtUp(_) = sub.next_subscription_event().await? {
             break;
@@ -245,8 +286,12 @@ async fn delivery_latency(client: &Client, events: usize) -> anyhow::Result<(f64
         tokio::spawn(async move {
             for n in 0..events as u64 {
                 let sent = origin.elapsed().as_micros() as u64;
-                let event = EventData::json("Latency", &serde_json::json!({ "n": n, "sent_us": sent })).expect("json");
-                client.append_to_stream("latency-1", &AppendToStreamOptions::default(), event).await?;
+                let event =
+                    EventData::json("Latency", &serde_json::json!({ "n": n, "sent_us": sent }))
+                        .expect("json");
+                client
+                    .append_to_stream("latency-1", &AppendToStreamOptions::default(), event)
+                    .await?;
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             Ok::<_, kurrentdb::Error>(())
@@ -256,11 +301,16 @@ async fn delivery_latency(client: &Client, events: usize) -> anyhow::Result<(f64
     while latencies.len() < events {
         if let SubscriptionEvent::EventAppeared(e) = sub.next_subscription_event().await? {
             let received = origin.elapsed().as_micros() as u64;
-            let sent = e.get_original_event().as_json::<serde_json::Value>()?["sent_us"].as_u64().unwrap_or(received);
+            let sent = e.get_original_event().as_json::<serde_json::Value>()?["sent_us"]
+                .as_u64()
+                .unwrap_or(received);
             latencies.push(Duration::from_micros(received.saturating_sub(sent)));
         }
     }
     writer.await??;
     latencies.sort();
-    Ok((ms(percentile(&latencies, 50.0)), ms(percentile(&latencies, 99.0))))
+    Ok((
+        ms(percentile(&latencies, 50.0)),
+        ms(percentile(&latencies, 99.0)),
+    ))
 }

@@ -9,7 +9,10 @@ use event_store::server::{self, AppendLimits, Credentials, ServerOptions};
 use event_store::storage::Store;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "An event store that speaks the KurrentDB gRPC protocol")]
+#[command(
+    version,
+    about = "An event store that speaks the KurrentDB gRPC protocol"
+)]
 struct Args {
     /// Address to listen on (plaintext HTTP/2 unless TLS files are given).
     #[arg(long, env = "EVENT_STORE_LISTEN", default_value = "127.0.0.1:2113")]
@@ -41,13 +44,14 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let args = Args::parse();
     let credentials = match &args.credentials {
-        Some(text) => Some(Credentials::parse(text).context("--credentials must be user:password")?),
+        Some(text) => {
+            Some(Credentials::parse(text).context("--credentials must be user:password")?)
+        }
         None => None,
     };
     let store = Store::open_with_cache(&args.data_dir, args.cache_mib * 1024 * 1024)

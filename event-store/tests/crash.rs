@@ -12,7 +12,11 @@ use kurrentdb::{AppendToStreamOptions, Client, ClientSettings, EventData, ReadSt
 use tokio::process::{Child, Command};
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Starts the real binary and waits until it accepts connections.
@@ -27,8 +31,13 @@ async fn start(dir: &Path) -> (Child, Client) {
         .spawn()
         .expect("start event-store");
     for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            let settings: ClientSettings = format!("esdb://127.0.0.1:{port}?tls=false").parse().unwrap();
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            let settings: ClientSettings = format!("esdb://127.0.0.1:{port}?tls=false")
+                .parse()
+                .unwrap();
             return (child, Client::new(settings).unwrap());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -51,10 +60,26 @@ async fn kill_9_loses_no_acknowledged_event() {
                 let stream = format!("crash-{round}-{w}");
                 for batch in 0u64.. {
                     let events: Vec<EventData> = (0..PER_APPEND)
-                        .map(|i| EventData::json("Written", &serde_json::json!({ "batch": batch, "i": i })).unwrap())
+                        .map(|i| {
+                            EventData::json(
+                                "Written",
+                                &serde_json::json!({ "batch": batch, "i": i }),
+                            )
+                            .unwrap()
+                        })
                         .collect();
-                    match client.append_to_stream(stream.as_str(), &AppendToStreamOptions::default(), events).await {
-                        Ok(r) => acknowledged.lock().unwrap().push((stream.clone(), r.next_expected_version)),
+                    match client
+                        .append_to_stream(
+                            stream.as_str(),
+                            &AppendToStreamOptions::default(),
+                            events,
+                        )
+                        .await
+                    {
+                        Ok(r) => acknowledged
+                            .lock()
+                            .unwrap()
+                            .push((stream.clone(), r.next_expected_version)),
                         Err(_) => return,
                     }
                 }
@@ -68,20 +93,31 @@ async fn kill_9_loses_no_acknowledged_event() {
             let _ = w.await;
         }
         let acknowledged = acknowledged.lock().unwrap().clone();
-        assert!(acknowledged.len() > 10, "too few appends before the kill: {}", acknowledged.len());
+        assert!(
+            acknowledged.len() > 10,
+            "too few appends before the kill: {}",
+            acknowledged.len()
+        );
 
         let (mut child, client) = start(dir.path()).await;
         for w in 0..16u64 {
             let stream = format!("crash-{round}-{w}");
             let mut events = Vec::new();
-            if let Ok(mut read) = client.read_stream(stream.as_str(), &ReadStreamOptions::default()).await {
+            if let Ok(mut read) = client
+                .read_stream(stream.as_str(), &ReadStreamOptions::default())
+                .await
+            {
                 while let Ok(Some(e)) = read.next().await {
                     let e = e.get_original_event();
                     events.push((e.revision, e.as_json::<serde_json::Value>().unwrap()));
                 }
             }
             // Whole appends only: revisions are contiguous and each batch is complete.
-            assert_eq!(events.len() as u64 % PER_APPEND, 0, "{stream}: a partial append survived");
+            assert_eq!(
+                events.len() as u64 % PER_APPEND,
+                0,
+                "{stream}: a partial append survived"
+            );
             for (index, (revision, data)) in events.iter().enumerate() {
                 assert_eq!(*revision, index as u64);
                 assert_eq!(data["batch"], index as u64 / PER_APPEND);
@@ -89,7 +125,10 @@ async fn kill_9_loses_no_acknowledged_event() {
             }
             let last = events.last().map(|(r, _)| *r);
             for (_, acked) in acknowledged.iter().filter(|(s, _)| *s == stream) {
-                assert!(last >= Some(*acked), "{stream}: acknowledged revision {acked} lost (found up to {last:?})");
+                assert!(
+                    last >= Some(*acked),
+                    "{stream}: acknowledged revision {acked} lost (found up to {last:?})"
+                );
             }
         }
         child.start_kill().unwrap();
@@ -101,17 +140,34 @@ async fn kill_9_loses_no_acknowledged_event() {
 async fn sigterm_stops_it_cleanly_even_with_live_subscriptions() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, client) = start(dir.path()).await;
-    client.append_to_stream("before-stop", &AppendToStreamOptions::default(), EventData::json("E", &1).unwrap()).await.unwrap();
+    client
+        .append_to_stream(
+            "before-stop",
+            &AppendToStreamOptions::default(),
+            EventData::json("E", &1).unwrap(),
+        )
+        .await
+        .unwrap();
     let mut subscription = client.subscribe_to_all(&Default::default()).await;
     let _ = subscription.next_subscription_event().await.unwrap();
     let pid = child.id().unwrap().to_string();
-    let status = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
     assert!(status.success());
-    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("did not stop").unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("did not stop")
+        .unwrap();
     assert!(exit.success(), "{exit:?}");
     // The data is all there on the next start.
     let (mut child, client) = start(dir.path()).await;
-    let mut read = client.read_stream("before-stop", &ReadStreamOptions::default()).await.unwrap();
+    let mut read = client
+        .read_stream("before-stop", &ReadStreamOptions::default())
+        .await
+        .unwrap();
     assert!(read.next().await.unwrap().is_some());
     child.start_kill().unwrap();
     child.wait().await.unwrap();

@@ -32,7 +32,9 @@ async fn next_event(sub: &mut kurrentdb::Subscription) -> Got {
         if let SubscriptionEvent::EventAppeared(e) = next(sub).await {
             let e = e.get_original_event();
             return Got {
-                n: e.as_json::<serde_json::Value>().ok().and_then(|v| v["n"].as_u64()),
+                n: e.as_json::<serde_json::Value>()
+                    .ok()
+                    .and_then(|v| v["n"].as_u64()),
                 revision: e.revision,
                 position: e.position,
                 event_type: e.event_type.clone(),
@@ -50,11 +52,20 @@ async fn a_stream_subscription_catches_up_then_goes_live() {
     let s = TestStore::start().await;
     let c = &s.client;
     let stream = stream_name("sub");
-    c.append_to_stream(stream.as_str(), &AppendToStreamOptions::default(), (0..3).map(|i| event("E", i)).collect::<Vec<_>>()).await.unwrap();
+    c.append_to_stream(
+        stream.as_str(),
+        &AppendToStreamOptions::default(),
+        (0..3).map(|i| event("E", i)).collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap();
 
     let from_start = SubscribeToStreamOptions::default().start_from(StreamPosition::Start);
     let mut sub = c.subscribe_to_stream(stream.as_str(), &from_start).await;
-    assert!(matches!(next(&mut sub).await, SubscriptionEvent::Confirmed(_)));
+    assert!(matches!(
+        next(&mut sub).await,
+        SubscriptionEvent::Confirmed(_)
+    ));
     for i in 0..3 {
         assert_eq!(n(&next_event(&mut sub).await), i);
     }
@@ -62,18 +73,46 @@ async fn a_stream_subscription_catches_up_then_goes_live() {
         SubscriptionEvent::CaughtUp(Some(info)) => assert_eq!(info.stream_revision, Some(2)),
         other => panic!("expected caught up, got {other:?}"),
     }
-    c.append_to_stream(stream.as_str(), &AppendToStreamOptions::default(), vec![event("E", 3)]).await.unwrap();
+    c.append_to_stream(
+        stream.as_str(),
+        &AppendToStreamOptions::default(),
+        vec![event("E", 3)],
+    )
+    .await
+    .unwrap();
     let live = next_event(&mut sub).await;
     assert_eq!((n(&live), live.revision), (3, 3));
 
     // From a revision: exclusive.
-    let mut from_1 = c.subscribe_to_stream(stream.as_str(), &SubscribeToStreamOptions::default().start_from(StreamPosition::Position(1))).await;
+    let mut from_1 = c
+        .subscribe_to_stream(
+            stream.as_str(),
+            &SubscribeToStreamOptions::default().start_from(StreamPosition::Position(1)),
+        )
+        .await;
     assert_eq!(n(&next_event(&mut from_1).await), 2);
     // From the end: only what comes next.
-    let mut from_end = c.subscribe_to_stream(stream.as_str(), &SubscribeToStreamOptions::default().start_from(StreamPosition::End)).await;
-    assert!(matches!(next(&mut from_end).await, SubscriptionEvent::Confirmed(_)));
-    assert!(matches!(next(&mut from_end).await, SubscriptionEvent::CaughtUp(_)));
-    c.append_to_stream(stream.as_str(), &AppendToStreamOptions::default(), vec![event("E", 4)]).await.unwrap();
+    let mut from_end = c
+        .subscribe_to_stream(
+            stream.as_str(),
+            &SubscribeToStreamOptions::default().start_from(StreamPosition::End),
+        )
+        .await;
+    assert!(matches!(
+        next(&mut from_end).await,
+        SubscriptionEvent::Confirmed(_)
+    ));
+    assert!(matches!(
+        next(&mut from_end).await,
+        SubscriptionEvent::CaughtUp(_)
+    ));
+    c.append_to_stream(
+        stream.as_str(),
+        &AppendToStreamOptions::default(),
+        vec![event("E", 4)],
+    )
+    .await
+    .unwrap();
     assert_eq!(n(&next_event(&mut from_end).await), 4);
     s.stop().await;
 }
@@ -82,10 +121,25 @@ async fn a_stream_subscription_catches_up_then_goes_live() {
 async fn a_subscription_to_a_missing_stream_waits_for_it() {
     let s = TestStore::start().await;
     let stream = stream_name("later");
-    let mut sub = s.client.subscribe_to_stream(stream.as_str(), &SubscribeToStreamOptions::default()).await;
-    assert!(matches!(next(&mut sub).await, SubscriptionEvent::Confirmed(_)));
-    assert!(matches!(next(&mut sub).await, SubscriptionEvent::CaughtUp(Some(ref c)) if c.stream_revision.is_none()));
-    s.client.append_to_stream(stream.as_str(), &AppendToStreamOptions::default(), vec![event("E", 7)]).await.unwrap();
+    let mut sub = s
+        .client
+        .subscribe_to_stream(stream.as_str(), &SubscribeToStreamOptions::default())
+        .await;
+    assert!(matches!(
+        next(&mut sub).await,
+        SubscriptionEvent::Confirmed(_)
+    ));
+    assert!(
+        matches!(next(&mut sub).await, SubscriptionEvent::CaughtUp(Some(ref c)) if c.stream_revision.is_none())
+    );
+    s.client
+        .append_to_stream(
+            stream.as_str(),
+            &AppendToStreamOptions::default(),
+            vec![event("E", 7)],
+        )
+        .await
+        .unwrap();
     assert_eq!(n(&next_event(&mut sub).await), 7);
     s.stop().await;
 }
@@ -94,18 +148,44 @@ async fn a_subscription_to_a_missing_stream_waits_for_it() {
 async fn a_tombstone_ends_a_stream_subscription() {
     let s = TestStore::start().await;
     let stream = stream_name("ending");
-    s.client.append_to_stream(stream.as_str(), &AppendToStreamOptions::default(), vec![event("E", 0)]).await.unwrap();
+    s.client
+        .append_to_stream(
+            stream.as_str(),
+            &AppendToStreamOptions::default(),
+            vec![event("E", 0)],
+        )
+        .await
+        .unwrap();
     let from_start = SubscribeToStreamOptions::default().start_from(StreamPosition::Start);
-    let mut sub = s.client.subscribe_to_stream(stream.as_str(), &from_start).await;
+    let mut sub = s
+        .client
+        .subscribe_to_stream(stream.as_str(), &from_start)
+        .await;
     assert_eq!(n(&next_event(&mut sub).await), 0);
-    s.client.tombstone_stream(stream.as_str(), &TombstoneStreamOptions::default()).await.unwrap();
+    s.client
+        .tombstone_stream(stream.as_str(), &TombstoneStreamOptions::default())
+        .await
+        .unwrap();
     assert_eq!(next_event(&mut sub).await.event_type, "$streamDeleted");
-    let end = tokio::time::timeout(Duration::from_secs(10), sub.next_subscription_event()).await.unwrap();
-    assert!(matches!(end, Err(kurrentdb::Error::ResourceDeleted)), "{end:?}");
+    let end = tokio::time::timeout(Duration::from_secs(10), sub.next_subscription_event())
+        .await
+        .unwrap();
+    assert!(
+        matches!(end, Err(kurrentdb::Error::ResourceDeleted)),
+        "{end:?}"
+    );
     // Subscribing to it afterwards fails at once.
-    let mut late = s.client.subscribe_to_stream(stream.as_str(), &from_start).await;
-    let refused = tokio::time::timeout(Duration::from_secs(10), late.next_subscription_event()).await.unwrap();
-    assert!(matches!(refused, Err(kurrentdb::Error::ResourceDeleted)), "{refused:?}");
+    let mut late = s
+        .client
+        .subscribe_to_stream(stream.as_str(), &from_start)
+        .await;
+    let refused = tokio::time::timeout(Duration::from_secs(10), late.next_subscription_event())
+        .await
+        .unwrap();
+    assert!(
+        matches!(refused, Err(kurrentdb::Error::ResourceDeleted)),
+        "{refused:?}"
+    );
     s.stop().await;
 }
 
@@ -115,10 +195,26 @@ async fn an_all_subscription_from_a_position_excludes_it() {
     let c = &s.client;
     let mut positions = Vec::new();
     for i in 0..5 {
-        positions.push(c.append_to_stream(format!("s-{i}"), &AppendToStreamOptions::default(), vec![event("E", i)]).await.unwrap().position);
+        positions.push(
+            c.append_to_stream(
+                format!("s-{i}"),
+                &AppendToStreamOptions::default(),
+                vec![event("E", i)],
+            )
+            .await
+            .unwrap()
+            .position,
+        );
     }
-    let mut sub = c.subscribe_to_all(&SubscribeToAllOptions::default().position(StreamPosition::Position(positions[1]))).await;
-    assert!(matches!(next(&mut sub).await, SubscriptionEvent::Confirmed(_)));
+    let mut sub = c
+        .subscribe_to_all(
+            &SubscribeToAllOptions::default().position(StreamPosition::Position(positions[1])),
+        )
+        .await;
+    assert!(matches!(
+        next(&mut sub).await,
+        SubscriptionEvent::Confirmed(_)
+    ));
     for expected in &positions[2..] {
         assert_eq!(next_event(&mut sub).await.position, *expected);
     }
@@ -126,7 +222,15 @@ async fn an_all_subscription_from_a_position_excludes_it() {
         SubscriptionEvent::CaughtUp(Some(info)) => assert_eq!(info.position, Some(positions[4])),
         other => panic!("expected caught up, got {other:?}"),
     }
-    let live = c.append_to_stream("s-live", &AppendToStreamOptions::default(), vec![event("E", 5)]).await.unwrap().position;
+    let live = c
+        .append_to_stream(
+            "s-live",
+            &AppendToStreamOptions::default(),
+            vec![event("E", 5)],
+        )
+        .await
+        .unwrap()
+        .position;
     assert_eq!(next_event(&mut sub).await.position, live);
     s.stop().await;
 }
@@ -137,15 +241,31 @@ async fn a_filtered_all_subscription_sends_checkpoints_through_what_it_skips() {
     let c = &s.client;
     for i in 0..100 {
         let stream = if i % 10 == 0 { "wanted-1" } else { "noise-1" };
-        c.append_to_stream(stream, &AppendToStreamOptions::default(), vec![event("E", i)]).await.unwrap();
+        c.append_to_stream(
+            stream,
+            &AppendToStreamOptions::default(),
+            vec![event("E", i)],
+        )
+        .await
+        .unwrap();
     }
-    let filter = SubscriptionFilter::on_stream_name().add_prefix("wanted-").max(8);
-    let mut sub = c.subscribe_to_all(&SubscribeToAllOptions::default().filter(filter)).await;
+    let filter = SubscriptionFilter::on_stream_name()
+        .add_prefix("wanted-")
+        .max(8);
+    let mut sub = c
+        .subscribe_to_all(&SubscribeToAllOptions::default().filter(filter))
+        .await;
     let mut seen = Vec::new();
     let mut checkpoints: Vec<Position> = Vec::new();
     loop {
         match next(&mut sub).await {
-            SubscriptionEvent::EventAppeared(e) => seen.push(e.get_original_event().as_json::<serde_json::Value>().unwrap()["n"].as_u64().unwrap()),
+            SubscriptionEvent::EventAppeared(e) => seen.push(
+                e.get_original_event()
+                    .as_json::<serde_json::Value>()
+                    .unwrap()["n"]
+                    .as_u64()
+                    .unwrap(),
+            ),
             SubscriptionEvent::Checkpoint(p) => checkpoints.push(p),
             SubscriptionEvent::CaughtUp(_) => break,
             _ => {}
@@ -153,9 +273,20 @@ async fn a_filtered_all_subscription_sends_checkpoints_through_what_it_skips() {
     }
     assert_eq!(seen, (0..100).step_by(10).collect::<Vec<_>>());
     assert!(checkpoints.len() >= 2, "{checkpoints:?}");
-    assert!(checkpoints.windows(2).all(|w| w[0] < w[1]), "{checkpoints:?}");
+    assert!(
+        checkpoints.windows(2).all(|w| w[0] < w[1]),
+        "{checkpoints:?}"
+    );
     // The last checkpoint before caught-up covers everything stored.
-    let head = c.append_to_stream("noise-1", &AppendToStreamOptions::default(), vec![event("E", 100)]).await.unwrap().position;
+    let head = c
+        .append_to_stream(
+            "noise-1",
+            &AppendToStreamOptions::default(),
+            vec![event("E", 100)],
+        )
+        .await
+        .unwrap()
+        .position;
     assert!(checkpoints.last().unwrap().commit < head.commit);
     s.stop().await;
 }
@@ -167,7 +298,13 @@ async fn the_hand_over_loses_and_repeats_nothing_under_load() {
     let s = TestStore::start().await;
     let c = s.client.clone();
     for i in 0..500 {
-        c.append_to_stream(format!("pre-{}", i % 7), &AppendToStreamOptions::default(), vec![event("E", i)]).await.unwrap();
+        c.append_to_stream(
+            format!("pre-{}", i % 7),
+            &AppendToStreamOptions::default(),
+            vec![event("E", i)],
+        )
+        .await
+        .unwrap();
     }
     const WRITERS: u64 = 8;
     const EACH: u64 = 150;
@@ -177,14 +314,25 @@ async fn the_hand_over_loses_and_repeats_nothing_under_load() {
         writers.push(tokio::spawn(async move {
             let mut positions = Vec::new();
             for i in 0..EACH {
-                let r = c.append_to_stream(format!("load-{w}"), &AppendToStreamOptions::default(), vec![event("E", 1000 + w * EACH + i)]).await.unwrap();
+                let r = c
+                    .append_to_stream(
+                        format!("load-{w}"),
+                        &AppendToStreamOptions::default(),
+                        vec![event("E", 1000 + w * EACH + i)],
+                    )
+                    .await
+                    .unwrap();
                 positions.push(r.position);
             }
             positions
         }));
     }
-    let filter = SubscriptionFilter::on_stream_name().add_prefix("load-").add_prefix("pre-");
-    let mut sub = c.subscribe_to_all(&SubscribeToAllOptions::default().filter(filter)).await;
+    let filter = SubscriptionFilter::on_stream_name()
+        .add_prefix("load-")
+        .add_prefix("pre-");
+    let mut sub = c
+        .subscribe_to_all(&SubscribeToAllOptions::default().filter(filter))
+        .await;
     let mut expected = Vec::new();
     for w in writers {
         expected.extend(w.await.unwrap());
@@ -194,13 +342,20 @@ async fn the_hand_over_loses_and_repeats_nothing_under_load() {
     while received.len() < total {
         received.push(next_event(&mut sub).await.position);
     }
-    assert!(received.windows(2).all(|w| w[0] < w[1]), "out of order or repeated");
+    assert!(
+        received.windows(2).all(|w| w[0] < w[1]),
+        "out of order or repeated"
+    );
     let mut expected_sorted = expected.clone();
     expected_sorted.sort();
     let live_part: Vec<Position> = received[500..].to_vec();
     assert_eq!(live_part, expected_sorted);
     // Nothing more arrives.
-    let extra = tokio::time::timeout(Duration::from_millis(300), sub.next_subscription_event()).await;
-    assert!(!matches!(extra, Ok(Ok(SubscriptionEvent::EventAppeared(_)))));
+    let extra =
+        tokio::time::timeout(Duration::from_millis(300), sub.next_subscription_event()).await;
+    assert!(!matches!(
+        extra,
+        Ok(Ok(SubscriptionEvent::EventAppeared(_)))
+    ));
     s.stop().await;
 }

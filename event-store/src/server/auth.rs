@@ -38,7 +38,11 @@ impl tonic::service::Interceptor for Authenticate {
             .to_str()
             .ok()
             .and_then(|h| h.strip_prefix("Basic "))
-            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+            .and_then(|b| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.trim())
+                    .ok()
+            })
             .and_then(|raw| String::from_utf8(raw).ok())
             .and_then(|text| Credentials::parse(&text));
         match given {

@@ -41,7 +41,9 @@ pub fn stream_name(identifier: Option<StreamIdentifier>) -> Result<String, Statu
         )));
     }
     if name == "$all" {
-        return Err(Status::invalid_argument("'$all' is not a stream that can be written"));
+        return Err(Status::invalid_argument(
+            "'$all' is not a stream that can be written",
+        ));
     }
     Ok(name)
 }
@@ -54,9 +56,9 @@ pub fn identifier(name: &str) -> StreamIdentifier {
 
 pub fn uuid_from_proto(id: Option<Uuid>) -> Result<u128, Status> {
     match id.and_then(|id| id.value) {
-        Some(proto_uuid::Value::Structured(s)) => {
-            Ok(((s.most_significant_bits as u64 as u128) << 64) | s.least_significant_bits as u64 as u128)
-        }
+        Some(proto_uuid::Value::Structured(s)) => Ok(((s.most_significant_bits as u64 as u128)
+            << 64)
+            | s.least_significant_bits as u64 as u128),
         Some(proto_uuid::Value::String(s)) => ::uuid::Uuid::parse_str(&s)
             .map(|u| u.as_u128())
             .map_err(|_| Status::invalid_argument(format!("'{s}' is not a valid event id"))),
@@ -77,7 +79,9 @@ pub fn uuid_to_proto(id: u128, format: UuidFormat) -> Uuid {
             most_significant_bits: (id >> 64) as u64 as i64,
             least_significant_bits: id as u64 as i64,
         }),
-        UuidFormat::String => proto_uuid::Value::String(::uuid::Uuid::from_u128(id).hyphenated().to_string()),
+        UuidFormat::String => {
+            proto_uuid::Value::String(::uuid::Uuid::from_u128(id).hyphenated().to_string())
+        }
     };
     Uuid { value: Some(value) }
 }

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use tonic::{Request, Response, Status};
 
 use super::convert::{uuid_to_proto, UuidFormat};
-use crate::proto::gossip::{gossip_server::Gossip, member_info::VNodeState, ClusterInfo, EndPoint, MemberInfo};
+use crate::proto::gossip::{
+    gossip_server::Gossip, member_info::VNodeState, ClusterInfo, EndPoint, MemberInfo,
+};
 use crate::proto::server_features::{
     server_features_server::ServerFeatures, SupportedMethod, SupportedMethods,
 };

@@ -74,7 +74,9 @@ pub fn missing_metadata(property: &str) -> Status {
 pub fn event_too_large(event_id: &str, size: usize, max: usize) -> Status {
     with_trailers(
         Code::InvalidArgument,
-        format!("Event with Id: {event_id}, Size: {size}, exceeds Maximum Append Event Size of {max}."),
+        format!(
+            "Event with Id: {event_id}, Size: {size}, exceeds Maximum Append Event Size of {max}."
+        ),
         &[
             ("exception", "maximum-append-event-size-exceeded".into()),
             ("maximum-append-event-size", max.to_string()),

@@ -33,7 +33,9 @@ impl EventFilter {
         let window = match options.window {
             Some(filter_options::Window::Max(max)) if max > 0 => max as u64,
             Some(filter_options::Window::Max(_)) => {
-                return Err(Status::invalid_argument("the filter window 'max' must be positive"))
+                return Err(Status::invalid_argument(
+                    "the filter window 'max' must be positive",
+                ))
             }
             _ => DEFAULT_WINDOW,
         };
@@ -68,7 +70,10 @@ impl EventFilter {
         };
         match &self.regex {
             Some(regex) => regex.is_match(subject),
-            None => self.prefixes.iter().any(|p| subject.starts_with(p.as_str())),
+            None => self
+                .prefixes
+                .iter()
+                .any(|p| subject.starts_with(p.as_str())),
         }
     }
 }

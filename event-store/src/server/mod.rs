@@ -1,5 +1,8 @@
 //! The gRPC server: the KurrentDB services over one store.
 
+// `tonic::Status` is the error type of every handler; boxing it would only add noise.
+#![allow(clippy::result_large_err)]
+
 mod auth;
 mod connection;
 pub mod convert;
@@ -74,7 +77,8 @@ pub async fn serve(
     if let Some((cert, key)) = &options.tls {
         let cert = std::fs::read(cert).map_err(ServeError::Tls)?;
         let key = std::fs::read(key).map_err(ServeError::Tls)?;
-        builder = builder.tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))?;
+        builder =
+            builder.tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))?;
     }
     let router = builder
         .add_service(ServerFeaturesServer::new(discovery()))
@@ -88,7 +92,8 @@ pub async fn serve(
                 .max_encoding_message_size(max_message),
             authenticate,
         ));
-    let incoming = TcpListenerStream::new(listener).map(|accepted| accepted.map(connection::Connection::new));
+    let incoming =
+        TcpListenerStream::new(listener).map(|accepted| accepted.map(connection::Connection::new));
     router
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;

@@ -256,9 +256,12 @@ async fn read_stream(
     let info = match info {
         Some(info) if info.last_revision.is_some() && !info.is_soft_deleted() => info,
         _ => {
-            send(tx, Content::StreamNotFound(StreamNotFound {
-                stream_identifier: Some(identifier(name)),
-            }))
+            send(
+                tx,
+                Content::StreamNotFound(StreamNotFound {
+                    stream_identifier: Some(identifier(name)),
+                }),
+            )
             .await?;
             return Ok(Ok(()));
         }
@@ -278,8 +281,12 @@ async fn read_stream(
     let mut remaining = count;
     while let (Some(from), true) = (next, remaining > 0) {
         let limit = remaining.min(PAGE as u64) as usize;
-        let (stream, direction, resolve, uuid) =
-            (name.to_string(), plan.direction, plan.resolve_links, plan.uuid);
+        let (stream, direction, resolve, uuid) = (
+            name.to_string(),
+            plan.direction,
+            plan.resolve_links,
+            plan.uuid,
+        );
         let page = on_snapshot(store, move |s| {
             let Some(info) = s.stream(&stream)? else {
                 return Ok(Vec::new());
@@ -354,8 +361,12 @@ async fn read_all_page(
     limit: usize,
     max_scan: usize,
 ) -> Result<(Vec<ReadEvent>, Option<u64>, bool), Status> {
-    let (direction, resolve, uuid, filter) =
-        (plan.direction, plan.resolve_links, plan.uuid, plan.filter.clone());
+    let (direction, resolve, uuid, filter) = (
+        plan.direction,
+        plan.resolve_links,
+        plan.uuid,
+        plan.filter.clone(),
+    );
     on_snapshot(store, move |s| {
         let keep = |e: &crate::storage::StoredEvent| filter.as_ref().is_none_or(|f| f.matches(e));
         let page = s.read_all(from, direction, limit, max_scan, &keep)?;
@@ -452,14 +463,17 @@ async fn subscribe_all(
             if plan.filter.is_some() {
                 checkpoint(tx, cursor.unwrap_or(0), &mut last_checkpoint).await?;
             }
-            send(tx, Content::CaughtUp(CaughtUp {
-                timestamp: Some(now()),
-                stream_revision: None,
-                position: last_sent.map(|p| read_resp::Position {
-                    commit_position: p,
-                    prepare_position: p,
+            send(
+                tx,
+                Content::CaughtUp(CaughtUp {
+                    timestamp: Some(now()),
+                    stream_revision: None,
+                    position: last_sent.map(|p| read_resp::Position {
+                        commit_position: p,
+                        prepare_position: p,
+                    }),
                 }),
-            }))
+            )
             .await?;
         }
         match wait(&mut head, tx, &mut shutdown).await {
@@ -474,11 +488,14 @@ async fn checkpoint(tx: &Sender, position: u64, last: &mut Option<u64>) -> Resul
         return Ok(());
     }
     *last = Some(position);
-    send(tx, Content::Checkpoint(Checkpoint {
-        commit_position: position,
-        prepare_position: position,
-        timestamp: Some(now()),
-    }))
+    send(
+        tx,
+        Content::Checkpoint(Checkpoint {
+            commit_position: position,
+            prepare_position: position,
+            timestamp: Some(now()),
+        }),
+    )
     .await
 }
 
@@ -509,7 +526,8 @@ async fn subscribe_stream(
     loop {
         loop {
             let (stream, resolve, uuid) = (name.to_string(), plan.resolve_links, plan.uuid);
-            let page = on_snapshot(store, move |s| stream_page(s, &stream, next, resolve, uuid)).await;
+            let page =
+                on_snapshot(store, move |s| stream_page(s, &stream, next, resolve, uuid)).await;
             let page = match page {
                 Ok(page) => page,
                 Err(status) => return Ok(Err(status)),
@@ -531,11 +549,14 @@ async fn subscribe_stream(
         }
         if !caught_up {
             caught_up = true;
-            send(tx, Content::CaughtUp(CaughtUp {
-                timestamp: Some(now()),
-                stream_revision: last_sent.map(|r| r as i64),
-                position: None,
-            }))
+            send(
+                tx,
+                Content::CaughtUp(CaughtUp {
+                    timestamp: Some(now()),
+                    stream_revision: last_sent.map(|r| r as i64),
+                    position: None,
+                }),
+            )
             .await?;
         }
         match wait(&mut head, tx, &mut shutdown).await {
@@ -582,9 +603,10 @@ fn tombstone_event(
     info: &StreamInfo,
     uuid: UuidFormat,
 ) -> Result<Option<ReadEvent>, StoreError> {
-    Ok(s.stream_event(info, TOMBSTONE_REVISION)?.map(|t| ReadEvent {
-        position: Some(read_event::Position::CommitPosition(t.position)),
-        event: Some(recorded_event(&t, uuid)),
-        link: None,
-    }))
+    Ok(s.stream_event(info, TOMBSTONE_REVISION)?
+        .map(|t| ReadEvent {
+            position: Some(read_event::Position::CommitPosition(t.position)),
+            event: Some(recorded_event(&t, uuid)),
+            link: None,
+        }))
 }

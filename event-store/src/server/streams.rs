@@ -44,7 +44,12 @@ impl Streams for StreamsService {
         let plan = Plan::parse(request.into_inner().options)?;
         read::precheck(&self.store, &plan).await?;
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(read::run(self.store.clone(), plan, tx, self.shutdown.clone()));
+        tokio::spawn(read::run(
+            self.store.clone(),
+            plan,
+            tx,
+            self.shutdown.clone(),
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -57,7 +62,11 @@ impl Streams for StreamsService {
             Some(AppendReq {
                 content: Some(append_req::Content::Options(options)),
             }) => options,
-            _ => return Err(Status::unknown("the first message of an append must be its options")),
+            _ => {
+                return Err(Status::unknown(
+                    "the first message of an append must be its options",
+                ))
+            }
         };
         let stream = convert::stream_name(options.stream_identifier)?;
         use append_req::options::ExpectedStreamRevision as E;
@@ -72,7 +81,9 @@ impl Streams for StreamsService {
         let mut total = 0usize;
         while let Some(message) = requests.message().await? {
             let Some(append_req::Content::ProposedMessage(m)) = message.content else {
-                return Err(Status::unknown("an append carries one options message, then events"));
+                return Err(Status::unknown(
+                    "an append carries one options message, then events",
+                ));
             };
             let event =
                 convert::proposed_event(m.id, m.metadata, m.custom_metadata, m.data, &self.limits)?;
@@ -140,10 +151,12 @@ impl Streams for StreamsService {
             .remove(options.stream_identifier, expected, false)
             .await?;
         Ok(Response::new(DeleteResp {
-            position_option: Some(delete_resp::PositionOption::Position(delete_resp::Position {
-                commit_position: position,
-                prepare_position: position,
-            })),
+            position_option: Some(delete_resp::PositionOption::Position(
+                delete_resp::Position {
+                    commit_position: position,
+                    prepare_position: position,
+                },
+            )),
         }))
     }
 
@@ -324,41 +337,45 @@ impl Batch {
         use batch_append_resp::success::{CurrentRevisionOption, PositionOption};
         let result = match self.outcome {
             Err(status) => batch_append_resp::Result::Error(status),
-            Ok((stream, expected, events)) => match store.append(stream.clone(), expected, events).await {
-                Ok(outcome) => batch_append_resp::Result::Success(batch_append_resp::Success {
-                    current_revision_option: Some(match outcome.current_revision {
-                        Some(r) => CurrentRevisionOption::CurrentRevision(r),
-                        None => CurrentRevisionOption::NoStream(()),
-                    }),
-                    position_option: Some(match outcome.position {
-                        Some(p) => PositionOption::Position(shared::AllStreamPosition {
-                            commit_position: p,
-                            prepare_position: p,
+            Ok((stream, expected, events)) => {
+                match store.append(stream.clone(), expected, events).await {
+                    Ok(outcome) => batch_append_resp::Result::Success(batch_append_resp::Success {
+                        current_revision_option: Some(match outcome.current_revision {
+                            Some(r) => CurrentRevisionOption::CurrentRevision(r),
+                            None => CurrentRevisionOption::NoStream(()),
                         }),
-                        None => PositionOption::NoPosition(()),
+                        position_option: Some(match outcome.position {
+                            Some(p) => PositionOption::Position(shared::AllStreamPosition {
+                                commit_position: p,
+                                prepare_position: p,
+                            }),
+                            None => PositionOption::NoPosition(()),
+                        }),
                     }),
-                }),
-                Err(StoreError::WrongExpectedVersion { expected, current }) => {
-                    batch_append_resp::Result::Error(batch_wrong_version(expected, current))
-                }
-                Err(StoreError::StreamDeleted(name)) => batch_append_resp::Result::Error(rpc_status(
-                    tonic::Code::NotFound,
-                    "StreamDeleted",
-                    "event_store.client.StreamDeleted",
-                    shared::StreamDeleted {
-                        stream_identifier: Some(identifier(&name)),
+                    Err(StoreError::WrongExpectedVersion { expected, current }) => {
+                        batch_append_resp::Result::Error(batch_wrong_version(expected, current))
                     }
-                    .encode_to_vec(),
-                )),
-                Err(other) => {
-                    let status = errors::from_store(other);
-                    batch_append_resp::Result::Error(RpcStatus {
-                        code: status.code() as i32,
-                        message: status.message().to_string(),
-                        details: Vec::new(),
-                    })
+                    Err(StoreError::StreamDeleted(name)) => {
+                        batch_append_resp::Result::Error(rpc_status(
+                            tonic::Code::NotFound,
+                            "StreamDeleted",
+                            "event_store.client.StreamDeleted",
+                            shared::StreamDeleted {
+                                stream_identifier: Some(identifier(&name)),
+                            }
+                            .encode_to_vec(),
+                        ))
+                    }
+                    Err(other) => {
+                        let status = errors::from_store(other);
+                        batch_append_resp::Result::Error(RpcStatus {
+                            code: status.code() as i32,
+                            message: status.message().to_string(),
+                            details: Vec::new(),
+                        })
+                    }
                 }
-            },
+            }
         };
         BatchAppendResp {
             correlation_id: Some(self.correlation),
@@ -369,9 +386,7 @@ impl Batch {
     }
 }
 
-fn batch_options(
-    options: batch_append_req::Options,
-) -> Result<(String, ExpectedRevision), Status> {
+fn batch_options(options: batch_append_req::Options) -> Result<(String, ExpectedRevision), Status> {
     use batch_append_req::options::ExpectedStreamPosition as E;
     let stream = convert::stream_name(options.stream_identifier)?;
     let expected = match options.expected_stream_position {

@@ -195,7 +195,10 @@ impl Store {
     }
 
     async fn send(&self, command: WriteCommand) -> Result<(), StoreError> {
-        self.writes.send(command).await.map_err(|_| StoreError::Closed)
+        self.writes
+            .send(command)
+            .await
+            .map_err(|_| StoreError::Closed)
     }
 
     /// A consistent read-only view of everything committed so far.

@@ -81,33 +81,19 @@ impl Snapshot {
         let id = info.id;
         let range = match direction {
             Direction::Forwards if from > last => return Ok(Vec::new()),
-            Direction::Forwards => self.stream_events.range((id, from.max(first))..=(id, last))?,
+            Direction::Forwards => self
+                .stream_events
+                .range((id, from.max(first))..=(id, last))?,
             Direction::Backwards if from < first => return Ok(Vec::new()),
-            Direction::Backwards => self.stream_events.range((id, first)..=(id, from.min(last)))?,
+            Direction::Backwards => self
+                .stream_events
+                .range((id, first)..=(id, from.min(last)))?,
         };
         let mut out = Vec::with_capacity(limit.min(1024));
-        let mut push = |entry: Result<(redb::AccessGuard<'_, (u64, u64)>, redb::AccessGuard<'_, u64>), redb::StorageError>| -> Result<bool, StoreError> {
-            let (_, position) = entry?;
-            let position = position.value();
+        for entry in in_direction(range, direction).take(limit) {
+            let position = entry?.1.value();
             if let Some(event) = self.event_at(position)? {
                 out.push(Recorded { position, event });
-            }
-            Ok(out.len() < limit)
-        };
-        match direction {
-            Direction::Forwards => {
-                for entry in range {
-                    if !push(entry)? {
-                        break;
-                    }
-                }
-            }
-            Direction::Backwards => {
-                for entry in range.rev() {
-                    if !push(entry)? {
-                        break;
-                    }
-                }
             }
         }
         Ok(out)
@@ -128,39 +114,21 @@ impl Snapshot {
             Direction::Forwards => self.events.range(from..)?,
             Direction::Backwards => self.events.range(..=from)?,
         };
-        let mut scanned = 0usize;
-        let mut visit = |entry: Result<(redb::AccessGuard<'_, u64>, redb::AccessGuard<'_, &'static [u8]>), redb::StorageError>| -> Result<bool, StoreError> {
+        page.exhausted = true;
+        for (scanned, entry) in in_direction(range, direction).enumerate() {
+            if page.events.len() >= limit || scanned >= max_scan {
+                page.exhausted = false;
+                break;
+            }
             let (position, bytes) = entry?;
             let position = position.value();
             let event = StoredEvent::decode(bytes.value())
                 .map_err(|e| StoreError::Storage(format!("corrupt event at {position}: {e}")))?;
-            scanned += 1;
             page.scanned_to = Some(position);
             if keep(&event) {
                 page.events.push(Recorded { position, event });
             }
-            Ok(page.events.len() < limit && scanned < max_scan)
-        };
-        let mut stopped = false;
-        match direction {
-            Direction::Forwards => {
-                for entry in range {
-                    if !visit(entry)? {
-                        stopped = true;
-                        break;
-                    }
-                }
-            }
-            Direction::Backwards => {
-                for entry in range.rev() {
-                    if !visit(entry)? {
-                        stopped = true;
-                        break;
-                    }
-                }
-            }
         }
-        page.exhausted = !stopped;
         Ok(page)
     }
 
@@ -184,6 +152,17 @@ impl Snapshot {
         Ok(self
             .event_at(position)?
             .map(|event| Recorded { position, event }))
+    }
+}
+
+/// A range walked forwards or backwards.
+fn in_direction<'a, I>(range: I, direction: Direction) -> Box<dyn Iterator<Item = I::Item> + 'a>
+where
+    I: DoubleEndedIterator + 'a,
+{
+    match direction {
+        Direction::Forwards => Box::new(range),
+        Direction::Backwards => Box::new(range.rev()),
     }
 }
 

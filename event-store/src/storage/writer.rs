@@ -208,7 +208,7 @@ struct Tables<'txn, 'w> {
 type Checked = Result<WriteOutcome, StoreError>;
 
 enum Retry {
-    NotARetry,
+    Fresh,
     Original(WriteOutcome),
     Partial,
 }
@@ -238,7 +238,12 @@ impl Tables<'_, '_> {
     }
 
     /// Keeps the new state in memory; writes the stream record when it changed (or is new).
-    fn save_stream(&mut self, name: &str, info: &StreamInfo, record_changed: bool) -> Result<(), StoreError> {
+    fn save_stream(
+        &mut self,
+        name: &str,
+        info: &StreamInfo,
+        record_changed: bool,
+    ) -> Result<(), StoreError> {
         if record_changed {
             self.streams
                 .insert(name, info.record().encode_to_vec().as_slice())?;
@@ -258,7 +263,7 @@ impl Tables<'_, '_> {
             return Ok(Err(StoreError::StreamDeleted(stream.to_string())));
         }
         match self.find_retry(&info, expected, events)? {
-            Retry::NotARetry => {}
+            Retry::Fresh => {}
             Retry::Original(original) => return Ok(Ok(original)),
             Retry::Partial => {
                 return Ok(Err(StoreError::WrongExpectedVersion {
@@ -361,7 +366,7 @@ impl Tables<'_, '_> {
         events: &[ProposedEvent],
     ) -> Result<Retry, StoreError> {
         let Some(first_event) = events.first() else {
-            return Ok(Retry::NotARetry);
+            return Ok(Retry::Fresh);
         };
         let (start, exact) = match expected {
             ExpectedRevision::Exact(revision) if info.last_revision > Some(revision) => {
@@ -375,16 +380,16 @@ impl Tables<'_, '_> {
             ExpectedRevision::Any | ExpectedRevision::StreamExists => {
                 match self.memory.ids.get(&(info.id, first_event.id)) {
                     Some(revision) => (*revision, false),
-                    None => return Ok(Retry::NotARetry),
+                    None => return Ok(Retry::Fresh),
                 }
             }
-            _ => return Ok(Retry::NotARetry),
+            _ => return Ok(Retry::Fresh),
         };
         let mut position = 0;
         for (offset, event) in events.iter().enumerate() {
             match self.stored_id(info.id, start + offset as u64)? {
                 Some((id, p)) if id == event.id => position = p,
-                _ if offset == 0 && exact => return Ok(Retry::NotARetry),
+                _ if offset == 0 && exact => return Ok(Retry::Fresh),
                 _ => return Ok(Retry::Partial),
             }
         }
