@@ -6,7 +6,7 @@ use tonic::Status;
 
 use super::errors;
 use crate::proto::shared::{uuid as proto_uuid, StreamIdentifier, Uuid};
-use crate::proto::streams::read_resp::read_event::RecordedEvent;
+use crate::proto::streams::{self, read_resp::read_event::RecordedEvent};
 use crate::storage::{ExpectedRevision, ProposedEvent, Recorded};
 
 /// Limits on what one append may carry (the real server's defaults).
@@ -138,18 +138,33 @@ pub fn recorded_event(recorded: &Recorded, format: UuidFormat) -> RecordedEvent 
     }
 }
 
-/// Expected revisions arrive in several oneofs of the same shape; they all come through here.
-pub fn expected(
-    revision: Option<u64>,
-    no_stream: bool,
-    any: bool,
-    stream_exists: bool,
-) -> Result<ExpectedRevision, Status> {
-    match (revision, no_stream, any, stream_exists) {
-        (Some(r), ..) => Ok(ExpectedRevision::Exact(r)),
-        (None, true, ..) => Ok(ExpectedRevision::NoStream),
-        (None, _, true, _) => Ok(ExpectedRevision::Any),
-        (None, _, _, true) => Ok(ExpectedRevision::StreamExists),
-        _ => Err(errors::required("expectedStreamRevision")),
-    }
+/// Expected revisions arrive in four oneofs of the same shape; each converts here.
+macro_rules! expected_revision_from {
+    ($($oneof:ty => $exact:ident),* $(,)?) => {$(
+        impl From<$oneof> for ExpectedRevision {
+            fn from(value: $oneof) -> Self {
+                type E = $oneof;
+                match value {
+                    E::$exact(r) => ExpectedRevision::Exact(r),
+                    E::NoStream(_) => ExpectedRevision::NoStream,
+                    E::Any(_) => ExpectedRevision::Any,
+                    E::StreamExists(_) => ExpectedRevision::StreamExists,
+                }
+            }
+        }
+    )*};
+}
+
+expected_revision_from!(
+    streams::append_req::options::ExpectedStreamRevision => Revision,
+    streams::delete_req::options::ExpectedStreamRevision => Revision,
+    streams::tombstone_req::options::ExpectedStreamRevision => Revision,
+    streams::batch_append_req::options::ExpectedStreamPosition => StreamPosition,
+);
+
+/// The expected revision a request must carry.
+pub fn expected(value: Option<impl Into<ExpectedRevision>>) -> Result<ExpectedRevision, Status> {
+    value
+        .map(Into::into)
+        .ok_or_else(|| errors::required("expectedStreamRevision"))
 }

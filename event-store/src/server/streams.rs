@@ -69,14 +69,7 @@ impl Streams for StreamsService {
             }
         };
         let stream = convert::stream_name(options.stream_identifier)?;
-        use append_req::options::ExpectedStreamRevision as E;
-        let expected = match options.expected_stream_revision {
-            Some(E::Revision(r)) => ExpectedRevision::Exact(r),
-            Some(E::NoStream(_)) => ExpectedRevision::NoStream,
-            Some(E::Any(_)) => ExpectedRevision::Any,
-            Some(E::StreamExists(_)) => ExpectedRevision::StreamExists,
-            None => return Err(errors::required("expectedStreamRevision")),
-        };
+        let expected = convert::expected(options.expected_stream_revision)?;
         let mut events = Vec::new();
         let mut total = 0usize;
         while let Some(message) = requests.message().await? {
@@ -139,14 +132,7 @@ impl Streams for StreamsService {
             .into_inner()
             .options
             .ok_or_else(|| errors::required("options"))?;
-        use delete_req::options::ExpectedStreamRevision as E;
-        let expected = match options.expected_stream_revision {
-            Some(E::Revision(r)) => ExpectedRevision::Exact(r),
-            Some(E::NoStream(_)) => ExpectedRevision::NoStream,
-            Some(E::Any(_)) => ExpectedRevision::Any,
-            Some(E::StreamExists(_)) => ExpectedRevision::StreamExists,
-            None => return Err(errors::required("expectedStreamRevision")),
-        };
+        let expected = convert::expected(options.expected_stream_revision)?;
         let position = self
             .remove(options.stream_identifier, expected, false)
             .await?;
@@ -168,14 +154,7 @@ impl Streams for StreamsService {
             .into_inner()
             .options
             .ok_or_else(|| errors::required("options"))?;
-        use tombstone_req::options::ExpectedStreamRevision as E;
-        let expected = match options.expected_stream_revision {
-            Some(E::Revision(r)) => ExpectedRevision::Exact(r),
-            Some(E::NoStream(_)) => ExpectedRevision::NoStream,
-            Some(E::Any(_)) => ExpectedRevision::Any,
-            Some(E::StreamExists(_)) => ExpectedRevision::StreamExists,
-            None => return Err(errors::required("expectedStreamRevision")),
-        };
+        let expected = convert::expected(options.expected_stream_revision)?;
         let position = self
             .remove(options.stream_identifier, expected, true)
             .await?;
@@ -387,15 +366,8 @@ impl Batch {
 }
 
 fn batch_options(options: batch_append_req::Options) -> Result<(String, ExpectedRevision), Status> {
-    use batch_append_req::options::ExpectedStreamPosition as E;
     let stream = convert::stream_name(options.stream_identifier)?;
-    let expected = match options.expected_stream_position {
-        Some(E::StreamPosition(r)) => ExpectedRevision::Exact(r),
-        Some(E::NoStream(_)) => ExpectedRevision::NoStream,
-        Some(E::Any(_)) => ExpectedRevision::Any,
-        Some(E::StreamExists(_)) => ExpectedRevision::StreamExists,
-        None => return Err(errors::required("expectedStreamPosition")),
-    };
+    let expected = convert::expected(options.expected_stream_position)?;
     Ok((stream, expected))
 }
 
