@@ -9,6 +9,7 @@
 //! they are: the adapter that writes events must seal them with the customer's key.
 
 pub mod aggregate;
+pub mod customer;
 pub mod message;
 pub mod payment;
 pub mod paymethod;

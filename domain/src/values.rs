@@ -97,6 +97,11 @@ impl Money {
         }
     }
 
+    /// An amount read back from an event: it was checked when the event was written.
+    pub fn from_stored_cents(cents: u64) -> Money {
+        Money(cents)
+    }
+
     pub fn cents(&self) -> u64 {
         self.0
     }
@@ -105,24 +110,44 @@ impl Money {
 /// Personal data: a customer's name, the place to clean, a message's recipient and text.
 ///
 /// It prints as `<personal>` and implements no serialisation, so it cannot reach a log or an
-/// event in the clear by accident; the event adapter seals it with the customer's key.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct Personal<T>(T);
+/// event in the clear by accident; the event adapter seals it with the customer's key. Once the
+/// customer is forgotten (their key destroyed) it reads back as erased.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Personal<T>(Option<T>);
 
 impl<T> Personal<T> {
     pub fn new(value: T) -> Self {
-        Personal(value)
+        Personal(Some(value))
     }
 
-    /// The value itself, for sealing or for the one who owns it.
-    pub fn expose(&self) -> &T {
-        &self.0
+    /// Data whose key was destroyed: it is gone for good.
+    pub fn erased() -> Self {
+        Personal(None)
+    }
+
+    /// The value itself, for sealing or for the one who owns it; `None` once erased.
+    pub fn expose(&self) -> Option<&T> {
+        self.0.as_ref()
+    }
+
+    pub fn is_erased(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
+impl<T> Default for Personal<T> {
+    fn default() -> Self {
+        Personal::erased()
     }
 }
 
 impl<T> fmt::Debug for Personal<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<personal>")
+        f.write_str(if self.0.is_some() {
+            "<personal>"
+        } else {
+            "<erased>"
+        })
     }
 }
 
@@ -136,7 +161,7 @@ impl Personal<String> {
         if value.chars().count() > max {
             return Err(ValueError::TooLong { max });
         }
-        Ok(Personal(value.to_string()))
+        Ok(Personal::new(value.to_string()))
     }
 }
 
@@ -271,7 +296,8 @@ mod tests {
     fn personal_data_never_prints() {
         let name = Personal::text("  Ada Lovelace ", 100).unwrap();
         assert_eq!(format!("{name:?}"), "<personal>");
-        assert_eq!(name.expose(), "Ada Lovelace");
+        assert_eq!(name.expose().map(String::as_str), Some("Ada Lovelace"));
+        assert_eq!(format!("{:?}", Personal::<String>::erased()), "<erased>");
         assert_eq!(Personal::text("   ", 10), Err(ValueError::Empty));
         assert_eq!(
             Personal::text("abcdef", 5),

@@ -1,0 +1,111 @@
+//! The stored event contract of Cleaning Service Park.
+//!
+//! Every event is written as JSON under a stable type name (`CleaningRequested`, ...), in the
+//! stream of its aggregate (`reservation-{id}`, ...), with metadata that records its payload's
+//! schema version and the request that caused it ([`Metadata`]). Personal fields are sealed with
+//! their customer's key ([`sealing`]); forgetting the customer destroys the key.
+
+pub mod codec;
+pub mod sealing;
+
+use domain::customer::CustomerEvent;
+use domain::message::MessageEvent;
+use domain::payment::PaymentEvent;
+use domain::paymethod::PaymethodEvent;
+use domain::reservation::ReservationEvent;
+use domain::CustomerId;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use codec::{decode, encode, sealing_key_id, CodecError, Encoded, EVENT_TYPES, SCHEMA_VERSION};
+pub use sealing::{CustomerKey, InMemoryKeys, KeyError, KeyStore};
+
+/// Any event of the system.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Reservation(ReservationEvent),
+    Payment(PaymentEvent),
+    Paymethod(PaymethodEvent),
+    Message(MessageEvent),
+    Customer(CustomerEvent),
+}
+
+impl Event {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Event::Reservation(ReservationEvent::CleaningRequested(_)) => "CleaningRequested",
+            Event::Reservation(ReservationEvent::CleaningStarted { .. }) => "CleaningStarted",
+            Event::Reservation(ReservationEvent::CleaningCompleted { .. }) => "CleaningCompleted",
+            Event::Reservation(ReservationEvent::ReservationCancelled { .. }) => {
+                "ReservationCancelled"
+            }
+            Event::Payment(PaymentEvent::PaymentApproved { .. }) => "PaymentApproved",
+            Event::Payment(PaymentEvent::PaymentDeclined { .. }) => "PaymentDeclined",
+            Event::Payment(PaymentEvent::PaymentCancelled { .. }) => "PaymentCancelled",
+            Event::Paymethod(PaymethodEvent::PaymethodRegistered { .. }) => "PaymethodRegistered",
+            Event::Paymethod(PaymethodEvent::PaymethodChanged { .. }) => "PaymethodChanged",
+            Event::Message(MessageEvent::MessageSent { .. }) => "MessageSent",
+            Event::Customer(CustomerEvent::CustomerForgotten { .. }) => "CustomerForgotten",
+        }
+    }
+
+    /// The customer whose key seals this event's personal data, if it carries any.
+    pub fn sealing_customer(&self) -> Option<CustomerId> {
+        match self {
+            Event::Reservation(ReservationEvent::CleaningRequested(r)) => Some(r.customer_id),
+            Event::Paymethod(PaymethodEvent::PaymethodRegistered { customer_id, .. }) => {
+                Some(*customer_id)
+            }
+            Event::Message(MessageEvent::MessageSent { customer_id, .. }) => Some(*customer_id),
+            _ => None,
+        }
+    }
+}
+
+/// Stream names: one stream per aggregate instance.
+pub mod streams {
+    use domain::{CustomerId, MessageId, PaymentId, PaymethodId, ReservationId};
+
+    pub fn reservation(id: ReservationId) -> String {
+        format!("reservation-{id}")
+    }
+    pub fn payment(id: PaymentId) -> String {
+        format!("payment-{id}")
+    }
+    pub fn paymethod(id: PaymethodId) -> String {
+        format!("paymethod-{id}")
+    }
+    pub fn message(id: MessageId) -> String {
+        format!("message-{id}")
+    }
+    pub fn customer(id: CustomerId) -> String {
+        format!("customer-{id}")
+    }
+}
+
+/// What every event records beside its payload (the client's "custom metadata").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    pub schema_version: u32,
+    /// The request that started the chain; policies pass it on.
+    pub correlation_id: Uuid,
+    /// What caused this event directly: the command's request id, or the event a policy
+    /// reacted to.
+    pub causation_id: Uuid,
+}
+
+impl Metadata {
+    pub fn new(correlation_id: Uuid, causation_id: Uuid) -> Metadata {
+        Metadata {
+            schema_version: SCHEMA_VERSION,
+            correlation_id,
+            causation_id,
+        }
+    }
+}
+
+/// A deterministic event id: the same request writing the same event to the same stream
+/// always gets the same id, so the store recognises a retry and does not write twice.
+pub fn event_id(request_id: Uuid, stream: &str, index: usize) -> Uuid {
+    Uuid::new_v5(&request_id, format!("{stream}#{index}").as_bytes())
+}
