@@ -77,6 +77,8 @@ pub struct Payment {
     pub payment_id: PaymentId,
     pub reservation_id: ReservationId,
     pub amount: Money,
+    pub paymethod_kind: Option<PaymethodKind>,
+    pub decline_reason: Option<String>,
 }
 
 impl Aggregate for Payment {
@@ -119,23 +121,25 @@ impl Aggregate for Payment {
                 payment_id,
                 reservation_id,
                 amount,
-                ..
+                paymethod_kind,
             } => {
                 self.status = PaymentStatus::Approved;
                 self.payment_id = *payment_id;
                 self.reservation_id = *reservation_id;
                 self.amount = *amount;
+                self.paymethod_kind = *paymethod_kind;
             }
             PaymentEvent::PaymentDeclined {
                 payment_id,
                 reservation_id,
                 amount,
-                ..
+                reason,
             } => {
                 self.status = PaymentStatus::Declined;
                 self.payment_id = *payment_id;
                 self.reservation_id = *reservation_id;
                 self.amount = *amount;
+                self.decline_reason = Some(reason.clone());
             }
             PaymentEvent::PaymentCancelled { .. } => self.status = PaymentStatus::Cancelled,
         }

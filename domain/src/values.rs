@@ -152,17 +152,22 @@ impl<T> fmt::Debug for Personal<T> {
 }
 
 impl Personal<String> {
-    /// Non-empty text of at most `max` characters, trimmed.
+    /// Non-empty personal text of at most `max` characters, trimmed.
     pub fn text(value: &str, max: usize) -> Result<Self, ValueError> {
-        let value = value.trim();
-        if value.is_empty() {
-            return Err(ValueError::Empty);
-        }
-        if value.chars().count() > max {
-            return Err(ValueError::TooLong { max });
-        }
-        Ok(Personal::new(value.to_string()))
+        text(value, max).map(Personal::new)
     }
+}
+
+/// Non-empty text of at most `max` characters, trimmed.
+pub fn text(value: &str, max: usize) -> Result<String, ValueError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(ValueError::Empty);
+    }
+    if value.chars().count() > max {
+        return Err(ValueError::TooLong { max });
+    }
+    Ok(value.to_string())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,62 @@
+//! Running a command against an aggregate: load its stream, decide, append with the stream's
+//! revision as the expected revision.
+
+use domain::Aggregate;
+use events::{Event, KeyStore};
+
+use crate::errors::CommandError;
+use crate::store::{EventStore, RequestContext, StoreError, Written};
+
+/// Which stream, and how its events map to and from the system's events.
+pub struct Target<A: Aggregate> {
+    pub stream: String,
+    pub wrap: fn(A::Event) -> Event,
+    pub select: fn(Event) -> Option<A::Event>,
+    /// Whether a command that lost a race may simply be decided again on fresh state.
+    pub safe_to_repeat: bool,
+}
+
+pub struct Executor<K> {
+    pub store: EventStore<K>,
+    pub retries: u32,
+}
+
+impl<K: KeyStore> Executor<K> {
+    /// Decides and appends. A retry of an earlier request returns its original result; a
+    /// concurrent write is retried (up to `retries` times) when the target allows it, and is
+    /// ABORTED otherwise.
+    pub async fn execute<A: Aggregate>(
+        &self,
+        target: &Target<A>,
+        command: &A::Command,
+        context: &RequestContext,
+        refusal: impl Fn(A::Error) -> CommandError,
+    ) -> Result<Written, CommandError> {
+        let mut attempt = 0;
+        loop {
+            let loaded = self.store.load::<A>(&target.stream, target.select).await?;
+            if let Some(earlier) = loaded.earlier_result(context.request_id, &target.stream) {
+                return Ok(earlier);
+            }
+            let decided = loaded.state.decide(command).map_err(&refusal)?;
+            if decided.is_empty() {
+                // Nothing to change: the answer is where the stream already stands.
+                let (revision, position) = loaded.stored.last().map_or((0, 0), |s| (s.1, s.2));
+                return Ok(Written { revision, position });
+            }
+            let new: Vec<Event> = decided.into_iter().map(target.wrap).collect();
+            match self
+                .store
+                .append(&target.stream, loaded.revision, &new, context)
+                .await
+            {
+                Ok(written) => return Ok(written),
+                Err(StoreError::Conflict) if target.safe_to_repeat && attempt < self.retries => {
+                    attempt += 1;
+                    tracing::debug!(stream = %target.stream, attempt, "concurrent write; deciding again");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}

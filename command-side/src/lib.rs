@@ -1,0 +1,121 @@
+//! The command side of Cleaning Service Park: gRPC services (package `cleaning.v1`) that load an
+//! aggregate's stream, decide with the pure domain, and append the new events with the
+//! stream's revision as the expected revision.
+//!
+//! - [`services`]: the five services, field checks and replies.
+//! - [`execute`]: load, decide, append, retry a lost race.
+//! - [`store`]: the `kurrentdb` adapter; personal data sealed on the way in.
+//! - [`payments`], [`breaker`], [`provider`]: the synchronous call to the payment service, and
+//!   the simulated provider behind it.
+
+// `tonic::Status` is the error type of every handler; boxing it would only add noise.
+#![allow(clippy::result_large_err)]
+
+pub mod breaker;
+pub mod config;
+pub mod errors;
+pub mod execute;
+pub mod payments;
+pub mod provider;
+pub mod services;
+pub mod store;
+
+pub mod proto {
+    tonic::include_proto!("cleaning.v1");
+
+    /// For server reflection: grpcurl lists and calls everything without .proto files.
+    pub const DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("cleaning_v1_descriptor");
+}
+
+use std::future::Future;
+use std::sync::Arc;
+
+use events::KeyStore;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::breaker::Breaker;
+use crate::config::Config;
+use crate::execute::Executor;
+use crate::payments::PaymentGateway;
+use crate::proto::customer_service_server::CustomerServiceServer;
+use crate::proto::message_service_server::MessageServiceServer;
+use crate::proto::payment_service_server::PaymentServiceServer;
+use crate::proto::paymethod_service_server::PaymethodServiceServer;
+use crate::proto::reservation_service_server::ReservationServiceServer;
+use crate::provider::Provider;
+use crate::store::EventStore;
+
+/// Serves every command service on `listener` until `shutdown` completes. On shutdown the
+/// health service turns NOT_SERVING first, then the server stops accepting and lets in-flight
+/// calls finish.
+pub async fn serve<K: KeyStore>(
+    config: Config,
+    keys: Arc<K>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let settings = config
+        .event_store_url
+        .parse()
+        .map_err(|e| anyhow::anyhow!("EVENT_STORE_URL: {e}"))?;
+    let client = kurrentdb::Client::new(settings).map_err(|e| anyhow::anyhow!("event store client: {e}"))?;
+    let executor = Arc::new(Executor {
+        store: EventStore::new(client, keys),
+        retries: config.concurrency_retries,
+    });
+    let gateway = Arc::new(PaymentGateway::new(
+        &config.payment_endpoint,
+        config.payment_timeout,
+        Breaker::new(config.breaker_failures, config.breaker_open),
+    )?);
+    let provider = Arc::new(Provider::new(config.provider.clone()));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<ReservationServiceServer<services::reservation::Reservations<K>>>().await;
+    health.set_serving::<PaymentServiceServer<services::payment::Payments<K>>>().await;
+    health.set_serving::<PaymethodServiceServer<services::paymethod::Paymethods<K>>>().await;
+    health.set_serving::<MessageServiceServer<services::message::Messages<K>>>().await;
+    health.set_serving::<CustomerServiceServer<services::customer::Customers<K>>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let incoming = TcpListenerStream::new(listener);
+    let drain = async move {
+        shutdown.await;
+        tracing::info!("shutting down: not serving, draining in-flight calls");
+        health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        health.set_not_serving::<ReservationServiceServer<services::reservation::Reservations<K>>>().await;
+    };
+    Server::builder()
+        .timeout(config.payment_timeout * 4 + std::time::Duration::from_secs(5))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(ReservationServiceServer::new(services::reservation::Reservations {
+            executor: executor.clone(),
+            payments: gateway.clone(),
+        }))
+        .add_service(PaymentServiceServer::new(services::payment::Payments {
+            executor: executor.clone(),
+            provider,
+        }))
+        .add_service(PaymethodServiceServer::new(services::paymethod::Paymethods {
+            executor: executor.clone(),
+            payments: gateway,
+        }))
+        .add_service(MessageServiceServer::new(services::message::Messages {
+            executor: executor.clone(),
+        }))
+        .add_service(CustomerServiceServer::new(services::customer::Customers { executor }))
+        .serve_with_incoming_shutdown(incoming, drain)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! Calls to `PaymentService` over gRPC: with a deadline, behind a circuit breaker, so that a
+//! slow or dead payment service makes callers fail fast with UNAVAILABLE instead of hanging.
+
+use std::time::Duration;
+
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request};
+
+use crate::breaker::Breaker;
+use crate::errors::CommandError;
+use crate::proto::payment_service_client::PaymentServiceClient;
+use crate::proto::{PayReply, PayRequest, VerifyPaymethodReply, VerifyPaymethodRequest};
+use crate::services::CORRELATION_HEADER;
+use crate::store::RequestContext;
+
+pub struct PaymentGateway {
+    client: PaymentServiceClient<Channel>,
+    breaker: Breaker,
+    timeout: Duration,
+}
+
+impl PaymentGateway {
+    /// Connects lazily: the payment service may come up after its callers.
+    pub fn new(endpoint: &str, timeout: Duration, breaker: Breaker) -> Result<PaymentGateway, tonic::transport::Error> {
+        let channel = Endpoint::from_shared(endpoint.to_string())?
+            .connect_timeout(timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        Ok(PaymentGateway {
+            client: PaymentServiceClient::new(channel),
+            breaker,
+            timeout,
+        })
+    }
+
+    pub async fn pay(&self, request: PayRequest, context: &RequestContext) -> Result<PayReply, CommandError> {
+        let mut client = self.client.clone();
+        self.call(context, request, |r| async move { client.pay(r).await }).await
+    }
+
+    pub async fn verify(
+        &self,
+        request: VerifyPaymethodRequest,
+        context: &RequestContext,
+    ) -> Result<VerifyPaymethodReply, CommandError> {
+        let mut client = self.client.clone();
+        self.call(context, request, |r| async move { client.verify_paymethod(r).await }).await
+    }
+
+    async fn call<Q, R, F, Fut>(&self, context: &RequestContext, message: Q, send: F) -> Result<R, CommandError>
+    where
+        F: FnOnce(Request<Q>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        if let Err(open) = self.breaker.admit() {
+            return Err(CommandError::Unavailable {
+                reason: "the payment service is unavailable (circuit open)".into(),
+                retry_after: open.retry_after,
+            });
+        }
+        let mut request = Request::new(message);
+        request.set_timeout(self.timeout);
+        if let Ok(value) = MetadataValue::try_from(context.correlation_id.to_string()) {
+            request.metadata_mut().insert(CORRELATION_HEADER, value);
+        }
+        match tokio::time::timeout(self.timeout, send(request)).await {
+            Ok(Ok(response)) => {
+                self.breaker.succeeded();
+                Ok(response.into_inner())
+            }
+            Ok(Err(status)) if is_outage(status.code()) => {
+                self.breaker.failed();
+                Err(CommandError::Unavailable {
+                    reason: format!("the payment service failed: {}", status.message()),
+                    retry_after: Duration::from_secs(1),
+                })
+            }
+            Ok(Err(status)) => {
+                // The service answered: it is up, the request itself was refused.
+                self.breaker.succeeded();
+                Err(CommandError::Internal(format!("payment service refused the call: {status}")))
+            }
+            Err(_) => {
+                self.breaker.failed();
+                Err(CommandError::Unavailable {
+                    reason: format!(
+                        "the payment service did not answer within {} ms",
+                        self.timeout.as_millis()
+                    ),
+                    retry_after: Duration::from_secs(1),
+                })
+            }
+        }
+    }
+}
+
+fn is_outage(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Internal | Code::ResourceExhausted
+    )
+}

@@ -1,0 +1,55 @@
+//! `CustomerService`: forgetting a customer (crypto-shredding).
+
+use std::sync::Arc;
+
+use domain::customer::{Customer, CustomerError, ForgetCustomer};
+use domain::CustomerId;
+use events::{Event, KeyStore};
+use tonic::Request;
+
+use super::{context, reply, Reply};
+use crate::errors::{CommandError, Violations};
+use crate::execute::{Executor, Target};
+use crate::proto::customer_service_server::CustomerService;
+use crate::proto::*;
+use crate::store::StoreError;
+
+pub struct Customers<K> {
+    pub executor: Arc<Executor<K>>,
+}
+
+#[tonic::async_trait]
+impl<K: KeyStore> CustomerService for Customers<K> {
+    async fn forget_customer(&self, request: Request<ForgetCustomerRequest>) -> Reply<CommandReply> {
+        let mut v = Violations::default();
+        let context = context(&request, &request.get_ref().request_id, &mut v);
+        let customer_id = v
+            .check("customer_id", CustomerId::parse(&request.get_ref().customer_id))
+            .unwrap_or_default();
+        v.finish()?;
+        // The key goes first (destroying it twice is harmless): once this call has answered,
+        // the data is unreadable even if recording the fact had failed.
+        self.executor
+            .store
+            .keys()
+            .forget(customer_id)
+            .await
+            .map_err(|e| CommandError::from(StoreError::from(e)))?;
+        let target = Target::<Customer> {
+            stream: events::streams::customer(customer_id),
+            wrap: Event::Customer,
+            select: |e| match e {
+                Event::Customer(c) => Some(c),
+                _ => None,
+            },
+            safe_to_repeat: true,
+        };
+        let written = self
+            .executor
+            .execute(&target, &ForgetCustomer { customer_id }, &context, |e: CustomerError| {
+                CommandError::Refused(e.to_string())
+            })
+            .await?;
+        Ok(reply(customer_id, written, &context))
+    }
+}

@@ -1,0 +1,66 @@
+//! `MessageService`: a message sent on a person's request.
+
+use std::sync::Arc;
+
+use domain::message::{Message, MessageError, SendMessage, MAX_RECIPIENT, MAX_TEXT};
+use domain::{CustomerId, MessageId, Personal, ReservationId};
+use events::{Event, KeyStore};
+use tonic::Request;
+
+use super::{context, derived_id, reply, Reply};
+use crate::errors::{CommandError, Violations};
+use crate::execute::{Executor, Target};
+use crate::proto::message_service_server::MessageService;
+use crate::proto::*;
+
+pub struct Messages<K> {
+    pub executor: Arc<Executor<K>>,
+}
+
+pub fn target(id: MessageId) -> Target<Message> {
+    Target {
+        stream: events::streams::message(id),
+        wrap: Event::Message,
+        select: |e| match e {
+            Event::Message(m) => Some(m),
+            _ => None,
+        },
+        safe_to_repeat: false,
+    }
+}
+
+#[tonic::async_trait]
+impl<K: KeyStore> MessageService for Messages<K> {
+    async fn send_message(&self, request: Request<SendMessageRequest>) -> Reply<CommandReply> {
+        let mut v = Violations::default();
+        let context = context(&request, &request.get_ref().request_id, &mut v);
+        let r = request.get_ref();
+        let customer_id = v.check("customer_id", CustomerId::parse(&r.customer_id));
+        let recipient = v.check("recipient", Personal::text(&r.recipient, MAX_RECIPIENT));
+        let text = v.check("text", Personal::text(&r.text, MAX_TEXT));
+        let reservation_id = match r.reservation_id.trim() {
+            "" => None,
+            id => v.check("reservation_id", ReservationId::parse(id)),
+        };
+        v.finish()?;
+        let (Some(customer_id), Some(recipient), Some(text)) = (customer_id, recipient, text) else {
+            return Err(CommandError::Internal("validation passed with a missing field".into()).into());
+        };
+        let message_id = MessageId::from(derived_id(&context, "message"));
+        let command = SendMessage {
+            message_id,
+            customer_id,
+            recipient,
+            reservation_id,
+            text,
+            cause: "SendMessage".into(),
+        };
+        let written = self
+            .executor
+            .execute(&target(message_id), &command, &context, |e: MessageError| {
+                CommandError::Refused(e.to_string())
+            })
+            .await?;
+        Ok(reply(message_id, written, &context))
+    }
+}
