@@ -1,0 +1,160 @@
+//! A running system for tests: a fresh embedded event store and the command side, both on
+//! loopback ports, reached through real gRPC clients.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use command_side::config::Config;
+use command_side::proto::customer_service_client::CustomerServiceClient;
+use command_side::proto::message_service_client::MessageServiceClient;
+use command_side::proto::payment_service_client::PaymentServiceClient;
+use command_side::proto::paymethod_service_client::PaymethodServiceClient;
+use command_side::proto::reservation_service_client::ReservationServiceClient;
+use command_side::proto::*;
+use events::InMemoryKeys;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+pub struct EventStoreUnderTest {
+    pub port: u16,
+    stop: Option<oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl EventStoreUnderTest {
+    pub async fn start() -> EventStoreUnderTest {
+        let dir = tempfile::tempdir().unwrap();
+        let store = event_store::storage::Store::open(dir.path()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(event_store::server::serve(listener, store, Default::default(), async {
+            let _ = stopped.await;
+        }));
+        EventStoreUnderTest { port, stop: Some(stop), _dir: dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("esdb://127.0.0.1:{}?tls=false", self.port)
+    }
+
+    pub fn client(&self) -> kurrentdb::Client {
+        kurrentdb::Client::new(self.url().parse().unwrap()).unwrap()
+    }
+}
+
+/// One command-side process (in this test's runtime), stoppable.
+pub struct CommandSide {
+    pub port: u16,
+    pub keys: Arc<InMemoryKeys>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl CommandSide {
+    pub async fn start(event_store: &EventStoreUnderTest, port: u16, change: impl FnOnce(&mut Config)) -> CommandSide {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut config = Config::from_lookup(|_| None).unwrap();
+        config.listen = listener.local_addr().unwrap();
+        config.event_store_url = event_store.url();
+        config.payment_endpoint = format!("http://127.0.0.1:{port}");
+        change(&mut config);
+        let keys = Arc::new(InMemoryKeys::default());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(command_side::serve(config, keys.clone(), listener, async {
+            let _ = stopped.await;
+        }));
+        CommandSide { port, keys, stop: Some(stop), task: Some(task) }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://127.0.0.1:{}", self.port)).unwrap().connect().await.unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+pub struct System {
+    pub store: EventStoreUnderTest,
+    pub commands: CommandSide,
+    pub reservations: ReservationServiceClient<Channel>,
+    pub payments: PaymentServiceClient<Channel>,
+    pub paymethods: PaymethodServiceClient<Channel>,
+    pub messages: MessageServiceClient<Channel>,
+    pub customers: CustomerServiceClient<Channel>,
+}
+
+impl System {
+    pub async fn start() -> System {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(change: impl FnOnce(&mut Config)) -> System {
+        let store = EventStoreUnderTest::start().await;
+        let commands = CommandSide::start(&store, 0, change).await;
+        let channel = commands.channel().await;
+        System {
+            reservations: ReservationServiceClient::new(channel.clone()),
+            payments: PaymentServiceClient::new(channel.clone()),
+            paymethods: PaymethodServiceClient::new(channel.clone()),
+            messages: MessageServiceClient::new(channel.clone()),
+            customers: CustomerServiceClient::new(channel),
+            store,
+            commands,
+        }
+    }
+
+    /// The raw events of a stream, as the event store holds them: (type, data, custom metadata).
+    pub async fn stream(&self, name: &str) -> Vec<(String, serde_json::Value, serde_json::Value)> {
+        let client = self.store.client();
+        let mut out = Vec::new();
+        let Ok(mut read) = client.read_stream(name, &Default::default()).await else { return out };
+        while let Ok(Some(e)) = read.next().await {
+            let e = e.get_original_event();
+            out.push((
+                e.event_type.clone(),
+                serde_json::from_slice(&e.data).unwrap_or_default(),
+                serde_json::from_slice(&e.custom_metadata).unwrap_or_default(),
+            ));
+        }
+        out
+    }
+}
+
+pub fn tomorrow() -> String {
+    (chrono::Utc::now().date_naive() + chrono::Days::new(1)).format("%Y-%m-%d").to_string()
+}
+
+pub fn apply_request(customer_id: &str, price_cents: i64) -> ApplyReservationRequest {
+    ApplyReservationRequest {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        customer_id: customer_id.to_string(),
+        customer_name: "Ada Lovelace".into(),
+        place: "12 Analytical Row".into(),
+        request_date: tomorrow(),
+        price_cents,
+        paymethod_kind: "credit_card".into(),
+    }
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Field names of the INVALID_ARGUMENT details.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
