@@ -81,7 +81,11 @@ impl Config {
             }
         }
         let ms = |name, default| parse(&lookup, name, default).map(Duration::from_millis);
-        let listen: SocketAddr = parse(&lookup, "COMMAND_LISTEN", "127.0.0.1:50051".parse().expect("address"))?;
+        let listen: SocketAddr = parse(
+            &lookup,
+            "COMMAND_LISTEN",
+            "127.0.0.1:50051".parse().expect("address"),
+        )?;
         let defaults = ProviderRules::default();
         let failure_rate: f64 = parse(&lookup, "PAYMENT_FAILURE_RATE", defaults.failure_rate)?;
         if !(0.0..=1.0).contains(&failure_rate) {
@@ -102,7 +106,11 @@ impl Config {
             concurrency_retries: parse(&lookup, "CONCURRENCY_RETRIES", 3)?,
             shutdown_grace: ms("SHUTDOWN_GRACE_MS", 20_000)?,
             provider: ProviderRules {
-                decline_over_cents: parse(&lookup, "PAYMENT_DECLINE_OVER_CENTS", defaults.decline_over_cents)?,
+                decline_over_cents: parse(
+                    &lookup,
+                    "PAYMENT_DECLINE_OVER_CENTS",
+                    defaults.decline_over_cents,
+                )?,
                 latency: ms("PAYMENT_LATENCY_MS", 0)?,
                 failure_rate,
                 refuse_number_suffix: lookup("PAYMENT_REFUSE_NUMBER_SUFFIX")
@@ -121,9 +129,11 @@ mod tests {
         let config = Config::from_lookup(|_| None).unwrap();
         assert_eq!(config.payment_endpoint, "http://127.0.0.1:50051");
         assert_eq!(config.payment_timeout, Duration::from_millis(800));
-        let err = Config::from_lookup(|n| (n == "BREAKER_FAILURES").then(|| "many".into())).unwrap_err();
+        let err =
+            Config::from_lookup(|n| (n == "BREAKER_FAILURES").then(|| "many".into())).unwrap_err();
         assert!(err.to_string().starts_with("BREAKER_FAILURES"));
-        let err = Config::from_lookup(|n| (n == "PAYMENT_FAILURE_RATE").then(|| "2".into())).unwrap_err();
+        let err =
+            Config::from_lookup(|n| (n == "PAYMENT_FAILURE_RATE").then(|| "2".into())).unwrap_err();
         assert!(err.to_string().contains("between 0 and 1"));
     }
 }

@@ -18,7 +18,10 @@ pub enum CommandError {
     /// Lost a race and may not be repeated: ABORTED.
     Conflict,
     /// A dependency is slow or down: UNAVAILABLE, with when to retry.
-    Unavailable { reason: String, retry_after: Duration },
+    Unavailable {
+        reason: String,
+        retry_after: Duration,
+    },
     Internal(String),
 }
 
@@ -44,7 +47,11 @@ pub struct Violations(Vec<(&'static str, String)>);
 
 impl Violations {
     /// Keeps the value, or records why `field` is wrong.
-    pub fn check<T, E: std::fmt::Display>(&mut self, field: &'static str, value: Result<T, E>) -> Option<T> {
+    pub fn check<T, E: std::fmt::Display>(
+        &mut self,
+        field: &'static str,
+        value: Result<T, E>,
+    ) -> Option<T> {
         match value {
             Ok(v) => Some(v),
             Err(e) => {
@@ -89,9 +96,9 @@ impl From<CommandError> for Status {
             }
             CommandError::NotFound(what) => Status::not_found(what),
             CommandError::Refused(reason) => Status::failed_precondition(reason),
-            CommandError::Conflict => Status::aborted(
-                "the aggregate was changed concurrently; read it again and retry",
-            ),
+            CommandError::Conflict => {
+                Status::aborted("the aggregate was changed concurrently; read it again and retry")
+            }
             CommandError::Unavailable {
                 reason,
                 retry_after,

@@ -60,7 +60,8 @@ pub async fn serve<K: KeyStore>(
         .event_store_url
         .parse()
         .map_err(|e| anyhow::anyhow!("EVENT_STORE_URL: {e}"))?;
-    let client = kurrentdb::Client::new(settings).map_err(|e| anyhow::anyhow!("event store client: {e}"))?;
+    let client =
+        kurrentdb::Client::new(settings).map_err(|e| anyhow::anyhow!("event store client: {e}"))?;
     let executor = Arc::new(Executor {
         store: EventStore::new(client, keys),
         retries: config.concurrency_retries,
@@ -73,11 +74,21 @@ pub async fn serve<K: KeyStore>(
     let provider = Arc::new(Provider::new(config.provider.clone()));
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<ReservationServiceServer<services::reservation::Reservations<K>>>().await;
-    health.set_serving::<PaymentServiceServer<services::payment::Payments<K>>>().await;
-    health.set_serving::<PaymethodServiceServer<services::paymethod::Paymethods<K>>>().await;
-    health.set_serving::<MessageServiceServer<services::message::Messages<K>>>().await;
-    health.set_serving::<CustomerServiceServer<services::customer::Customers<K>>>().await;
+    health
+        .set_serving::<ReservationServiceServer<services::reservation::Reservations<K>>>()
+        .await;
+    health
+        .set_serving::<PaymentServiceServer<services::payment::Payments<K>>>()
+        .await;
+    health
+        .set_serving::<PaymethodServiceServer<services::paymethod::Paymethods<K>>>()
+        .await;
+    health
+        .set_serving::<MessageServiceServer<services::message::Messages<K>>>()
+        .await;
+    health
+        .set_serving::<CustomerServiceServer<services::customer::Customers<K>>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -91,30 +102,40 @@ pub async fn serve<K: KeyStore>(
     let drain = async move {
         shutdown.await;
         tracing::info!("shutting down: not serving, draining in-flight calls");
-        health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
-        health.set_not_serving::<ReservationServiceServer<services::reservation::Reservations<K>>>().await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        health
+            .set_not_serving::<ReservationServiceServer<services::reservation::Reservations<K>>>()
+            .await;
     };
     Server::builder()
         .timeout(config.payment_timeout * 4 + std::time::Duration::from_secs(5))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(ReservationServiceServer::new(services::reservation::Reservations {
-            executor: executor.clone(),
-            payments: gateway.clone(),
-        }))
+        .add_service(ReservationServiceServer::new(
+            services::reservation::Reservations {
+                executor: executor.clone(),
+                payments: gateway.clone(),
+            },
+        ))
         .add_service(PaymentServiceServer::new(services::payment::Payments {
             executor: executor.clone(),
             provider,
         }))
-        .add_service(PaymethodServiceServer::new(services::paymethod::Paymethods {
-            executor: executor.clone(),
-            payments: gateway,
-        }))
+        .add_service(PaymethodServiceServer::new(
+            services::paymethod::Paymethods {
+                executor: executor.clone(),
+                payments: gateway,
+            },
+        ))
         .add_service(MessageServiceServer::new(services::message::Messages {
             executor: executor.clone(),
         }))
-        .add_service(CustomerServiceServer::new(services::customer::Customers { executor }))
+        .add_service(CustomerServiceServer::new(services::customer::Customers {
+            executor,
+        }))
         .serve_with_incoming_shutdown(incoming, drain)
         .await?;
     Ok(())

@@ -22,7 +22,11 @@ pub struct PaymentGateway {
 
 impl PaymentGateway {
     /// Connects lazily: the payment service may come up after its callers.
-    pub fn new(endpoint: &str, timeout: Duration, breaker: Breaker) -> Result<PaymentGateway, tonic::transport::Error> {
+    pub fn new(
+        endpoint: &str,
+        timeout: Duration,
+        breaker: Breaker,
+    ) -> Result<PaymentGateway, tonic::transport::Error> {
         let channel = Endpoint::from_shared(endpoint.to_string())?
             .connect_timeout(timeout)
             .tcp_nodelay(true)
@@ -34,9 +38,14 @@ impl PaymentGateway {
         })
     }
 
-    pub async fn pay(&self, request: PayRequest, context: &RequestContext) -> Result<PayReply, CommandError> {
+    pub async fn pay(
+        &self,
+        request: PayRequest,
+        context: &RequestContext,
+    ) -> Result<PayReply, CommandError> {
         let mut client = self.client.clone();
-        self.call(context, request, |r| async move { client.pay(r).await }).await
+        self.call(context, request, |r| async move { client.pay(r).await })
+            .await
     }
 
     pub async fn verify(
@@ -45,10 +54,18 @@ impl PaymentGateway {
         context: &RequestContext,
     ) -> Result<VerifyPaymethodReply, CommandError> {
         let mut client = self.client.clone();
-        self.call(context, request, |r| async move { client.verify_paymethod(r).await }).await
+        self.call(context, request, |r| async move {
+            client.verify_paymethod(r).await
+        })
+        .await
     }
 
-    async fn call<Q, R, F, Fut>(&self, context: &RequestContext, message: Q, send: F) -> Result<R, CommandError>
+    async fn call<Q, R, F, Fut>(
+        &self,
+        context: &RequestContext,
+        message: Q,
+        send: F,
+    ) -> Result<R, CommandError>
     where
         F: FnOnce(Request<Q>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
@@ -79,7 +96,9 @@ impl PaymentGateway {
             Ok(Err(status)) => {
                 // The service answered: it is up, the request itself was refused.
                 self.breaker.succeeded();
-                Err(CommandError::Internal(format!("payment service refused the call: {status}")))
+                Err(CommandError::Internal(format!(
+                    "payment service refused the call: {status}"
+                )))
             }
             Err(_) => {
                 self.breaker.failed();
@@ -98,6 +117,11 @@ impl PaymentGateway {
 fn is_outage(code: Code) -> bool {
     matches!(
         code,
-        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Internal | Code::ResourceExhausted
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::Internal
+            | Code::ResourceExhausted
     )
 }

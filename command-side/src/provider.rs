@@ -28,7 +28,8 @@ impl Provider {
         if !self.rules.latency.is_zero() {
             tokio::time::sleep(self.rules.latency).await;
         }
-        let fails = self.rules.failure_rate > 0.0 && rand::rng().random_bool(self.rules.failure_rate);
+        let fails =
+            self.rules.failure_rate > 0.0 && rand::rng().random_bool(self.rules.failure_rate);
         if fails {
             Err(ProviderDown)
         } else {
@@ -36,7 +37,11 @@ impl Provider {
         }
     }
 
-    pub async fn charge(&self, amount: Money, _kind: Option<PaymethodKind>) -> Result<Verdict, ProviderDown> {
+    pub async fn charge(
+        &self,
+        amount: Money,
+        _kind: Option<PaymethodKind>,
+    ) -> Result<Verdict, ProviderDown> {
         self.answer_delay().await?;
         if amount.cents() > self.rules.decline_over_cents {
             return Ok(Verdict::Declined(format!(
@@ -48,11 +53,22 @@ impl Provider {
     }
 
     /// Checks a payment method; the full number is only looked at here.
-    pub async fn verify(&self, _kind: PaymethodKind, number: &str) -> Result<Verdict, ProviderDown> {
+    pub async fn verify(
+        &self,
+        _kind: PaymethodKind,
+        number: &str,
+    ) -> Result<Verdict, ProviderDown> {
         self.answer_delay().await?;
-        let digits: String = number.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-        if !self.rules.refuse_number_suffix.is_empty() && digits.ends_with(&self.rules.refuse_number_suffix) {
-            return Ok(Verdict::Declined("the provider refused this payment method".into()));
+        let digits: String = number
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect();
+        if !self.rules.refuse_number_suffix.is_empty()
+            && digits.ends_with(&self.rules.refuse_number_suffix)
+        {
+            return Ok(Verdict::Declined(
+                "the provider refused this payment method".into(),
+            ));
         }
         Ok(Verdict::Approved)
     }

@@ -153,9 +153,10 @@ impl<K: KeyStore> EventStore<K> {
                 Some(customer) => Some(self.keys.key_for_writing(customer).await?),
                 None => None,
             };
-            let encoded =
-                events::encode(event, key.as_ref()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let payload = String::from_utf8(encoded.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let encoded = events::encode(event, key.as_ref())
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let payload =
+                String::from_utf8(encoded.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let raw = serde_json::value::RawValue::from_string(payload)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let event_data = EventData::json(encoded.event_type, &raw)

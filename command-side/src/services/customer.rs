@@ -20,11 +20,17 @@ pub struct Customers<K> {
 
 #[tonic::async_trait]
 impl<K: KeyStore> CustomerService for Customers<K> {
-    async fn forget_customer(&self, request: Request<ForgetCustomerRequest>) -> Reply<CommandReply> {
+    async fn forget_customer(
+        &self,
+        request: Request<ForgetCustomerRequest>,
+    ) -> Reply<CommandReply> {
         let mut v = Violations::default();
         let context = context(&request, &request.get_ref().request_id, &mut v);
         let customer_id = v
-            .check("customer_id", CustomerId::parse(&request.get_ref().customer_id))
+            .check(
+                "customer_id",
+                CustomerId::parse(&request.get_ref().customer_id),
+            )
             .unwrap_or_default();
         v.finish()?;
         // The key goes first (destroying it twice is harmless): once this call has answered,
@@ -46,9 +52,12 @@ impl<K: KeyStore> CustomerService for Customers<K> {
         };
         let written = self
             .executor
-            .execute(&target, &ForgetCustomer { customer_id }, &context, |e: CustomerError| {
-                CommandError::Refused(e.to_string())
-            })
+            .execute(
+                &target,
+                &ForgetCustomer { customer_id },
+                &context,
+                |e: CustomerError| CommandError::Refused(e.to_string()),
+            )
             .await?;
         Ok(reply(customer_id, written, &context))
     }

@@ -43,8 +43,11 @@ impl<K: KeyStore> MessageService for Messages<K> {
             id => v.check("reservation_id", ReservationId::parse(id)),
         };
         v.finish()?;
-        let (Some(customer_id), Some(recipient), Some(text)) = (customer_id, recipient, text) else {
-            return Err(CommandError::Internal("validation passed with a missing field".into()).into());
+        let (Some(customer_id), Some(recipient), Some(text)) = (customer_id, recipient, text)
+        else {
+            return Err(
+                CommandError::Internal("validation passed with a missing field".into()).into(),
+            );
         };
         let message_id = MessageId::from(derived_id(&context, "message"));
         let command = SendMessage {
@@ -57,9 +60,12 @@ impl<K: KeyStore> MessageService for Messages<K> {
         };
         let written = self
             .executor
-            .execute(&target(message_id), &command, &context, |e: MessageError| {
-                CommandError::Refused(e.to_string())
-            })
+            .execute(
+                &target(message_id),
+                &command,
+                &context,
+                |e: MessageError| CommandError::Refused(e.to_string()),
+            )
             .await?;
         Ok(reply(message_id, written, &context))
     }

@@ -19,13 +19,20 @@ use crate::store::{RequestContext, Written};
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
 
 /// The request's context: its id (for idempotency) and its correlation id.
-pub fn context<T>(request: &Request<T>, request_id: &str, violations: &mut Violations) -> RequestContext {
+pub fn context<T>(
+    request: &Request<T>,
+    request_id: &str,
+    violations: &mut Violations,
+) -> RequestContext {
     let request_id = if request_id.trim().is_empty() {
         // No id: the command still runs, but a retry cannot be recognised.
         Uuid::new_v4()
     } else {
         violations
-            .check("request_id", Uuid::parse_str(request_id.trim()).map_err(|_| "must be a UUID"))
+            .check(
+                "request_id",
+                Uuid::parse_str(request_id.trim()).map_err(|_| "must be a UUID"),
+            )
             .unwrap_or_default()
     };
     let correlation_id = request
@@ -46,7 +53,11 @@ pub fn derived_id(context: &RequestContext, what: &str) -> Uuid {
     Uuid::new_v5(&context.request_id, what.as_bytes())
 }
 
-pub fn reply(id: impl ToString, written: Written, context: &RequestContext) -> Response<CommandReply> {
+pub fn reply(
+    id: impl ToString,
+    written: Written,
+    context: &RequestContext,
+) -> Response<CommandReply> {
     let mut response = Response::new(CommandReply {
         id: id.to_string(),
         revision: written.revision,

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use domain::payment::{Payment, PaymentCommand, PaymentError, PaymentStatus, ProviderAnswer, ProviderOutcome};
+use domain::payment::{
+    Payment, PaymentCommand, PaymentError, PaymentStatus, ProviderAnswer, ProviderOutcome,
+};
 use domain::{Money, PaymentId, PaymethodKind, ReservationId};
 use events::{Event, KeyStore};
 use tonic::{Request, Response};
@@ -60,8 +62,12 @@ impl<K: KeyStore> PaymentService for Payments<K> {
             text => v.check("paymethod_kind", PaymethodKind::parse(text)),
         };
         v.finish()?;
-        let (Some(payment_id), Some(reservation_id), Some(amount)) = (payment_id, reservation_id, amount) else {
-            return Err(CommandError::Internal("validation passed with a missing field".into()).into());
+        let (Some(payment_id), Some(reservation_id), Some(amount)) =
+            (payment_id, reservation_id, amount)
+        else {
+            return Err(
+                CommandError::Internal("validation passed with a missing field".into()).into(),
+            );
         };
         let target = target(payment_id);
 
@@ -74,10 +80,20 @@ impl<K: KeyStore> PaymentService for Payments<K> {
             .map_err(CommandError::from)?;
         if loaded.state.status != PaymentStatus::None {
             let (revision, position) = loaded.stored.last().map_or((0, 0), |s| (s.1, s.2));
-            return Ok(pay_reply(payment_id, &loaded.state, Written { revision, position }, &context));
+            return Ok(pay_reply(
+                payment_id,
+                &loaded.state,
+                Written { revision, position },
+                &context,
+            ));
         }
 
-        let outcome = match self.provider.charge(amount, kind).await.map_err(|_| provider_down())? {
+        let outcome = match self
+            .provider
+            .charge(amount, kind)
+            .await
+            .map_err(|_| provider_down())?
+        {
             Verdict::Approved => ProviderOutcome::Approved,
             Verdict::Declined(reason) => ProviderOutcome::Declined { reason },
         };
@@ -88,7 +104,10 @@ impl<K: KeyStore> PaymentService for Payments<K> {
             paymethod_kind: kind,
             outcome,
         });
-        let written = self.executor.execute(&target, &command, &context, refusal).await?;
+        let written = self
+            .executor
+            .execute(&target, &command, &context, refusal)
+            .await?;
         let decided = self
             .executor
             .store
@@ -102,17 +121,28 @@ impl<K: KeyStore> PaymentService for Payments<K> {
         let mut v = Violations::default();
         let context = context(&request, &request.get_ref().request_id, &mut v);
         let payment_id = v
-            .check("payment_id", PaymentId::parse(&request.get_ref().payment_id))
+            .check(
+                "payment_id",
+                PaymentId::parse(&request.get_ref().payment_id),
+            )
             .unwrap_or_default();
         v.finish()?;
         let written = self
             .executor
-            .execute(&target(payment_id), &PaymentCommand::Cancel, &context, refusal)
+            .execute(
+                &target(payment_id),
+                &PaymentCommand::Cancel,
+                &context,
+                refusal,
+            )
             .await?;
         Ok(reply(payment_id, written, &context))
     }
 
-    async fn verify_paymethod(&self, request: Request<VerifyPaymethodRequest>) -> Reply<VerifyPaymethodReply> {
+    async fn verify_paymethod(
+        &self,
+        request: Request<VerifyPaymethodRequest>,
+    ) -> Reply<VerifyPaymethodReply> {
         let mut v = Violations::default();
         let r = request.get_ref();
         let kind = v.check("kind", PaymethodKind::parse(&r.kind));
@@ -121,12 +151,24 @@ impl<K: KeyStore> PaymentService for Payments<K> {
         }
         v.finish()?;
         let Some(kind) = kind else {
-            return Err(CommandError::Internal("validation passed with a missing field".into()).into());
+            return Err(
+                CommandError::Internal("validation passed with a missing field".into()).into(),
+            );
         };
-        let verdict = self.provider.verify(kind, &r.number).await.map_err(|_| provider_down())?;
+        let verdict = self
+            .provider
+            .verify(kind, &r.number)
+            .await
+            .map_err(|_| provider_down())?;
         Ok(Response::new(match verdict {
-            Verdict::Approved => VerifyPaymethodReply { accepted: true, reason: String::new() },
-            Verdict::Declined(reason) => VerifyPaymethodReply { accepted: false, reason },
+            Verdict::Approved => VerifyPaymethodReply {
+                accepted: true,
+                reason: String::new(),
+            },
+            Verdict::Declined(reason) => VerifyPaymethodReply {
+                accepted: false,
+                reason,
+            },
         }))
     }
 }
@@ -140,7 +182,10 @@ fn pay_reply(
     let result = reply(payment_id, written, context).into_inner();
     let mut response = Response::new(PayReply {
         result: Some(result),
-        approved: matches!(state.status, PaymentStatus::Approved | PaymentStatus::Cancelled),
+        approved: matches!(
+            state.status,
+            PaymentStatus::Approved | PaymentStatus::Cancelled
+        ),
         decline_reason: state.decline_reason.clone().unwrap_or_default(),
     });
     with_correlation(&mut response, context);

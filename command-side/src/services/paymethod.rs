@@ -36,21 +36,32 @@ fn target(id: PaymethodId) -> Target<Paymethod> {
 
 fn refusal(error: PaymethodError) -> CommandError {
     match error {
-        PaymethodError::NotFound => CommandError::NotFound("there is no such payment method".into()),
+        PaymethodError::NotFound => {
+            CommandError::NotFound("there is no such payment method".into())
+        }
         other => CommandError::Refused(other.to_string()),
     }
 }
 
 /// Checks kind and number; the number is masked at once and the full one goes only to the
 /// payment service's check.
-fn kind_and_number(v: &mut Violations, kind: &str, number: &str) -> Option<(PaymethodKind, MaskedNumber)> {
+fn kind_and_number(
+    v: &mut Violations,
+    kind: &str,
+    number: &str,
+) -> Option<(PaymethodKind, MaskedNumber)> {
     let kind = v.check("kind", PaymethodKind::parse(kind))?;
     let masked = v.check("number", MaskedNumber::mask(kind, number))?;
     Some((kind, masked))
 }
 
 impl<K: KeyStore> Paymethods<K> {
-    async fn verify(&self, kind: PaymethodKind, number: &str, context: &RequestContext) -> Result<(), CommandError> {
+    async fn verify(
+        &self,
+        kind: PaymethodKind,
+        number: &str,
+        context: &RequestContext,
+    ) -> Result<(), CommandError> {
         let verdict = self
             .payments
             .verify(
@@ -64,14 +75,20 @@ impl<K: KeyStore> Paymethods<K> {
         if verdict.accepted {
             Ok(())
         } else {
-            Err(CommandError::Refused(format!("payment method refused: {}", verdict.reason)))
+            Err(CommandError::Refused(format!(
+                "payment method refused: {}",
+                verdict.reason
+            )))
         }
     }
 }
 
 #[tonic::async_trait]
 impl<K: KeyStore> PaymethodService for Paymethods<K> {
-    async fn register_paymethod(&self, request: Request<RegisterPaymethodRequest>) -> Reply<CommandReply> {
+    async fn register_paymethod(
+        &self,
+        request: Request<RegisterPaymethodRequest>,
+    ) -> Reply<CommandReply> {
         let mut v = Violations::default();
         let context = context(&request, &request.get_ref().request_id, &mut v);
         let r = request.get_ref();
@@ -79,8 +96,12 @@ impl<K: KeyStore> PaymethodService for Paymethods<K> {
         let customer_name = v.check("customer_name", Personal::text(&r.customer_name, MAX_NAME));
         let checked = kind_and_number(&mut v, &r.kind, &r.number);
         v.finish()?;
-        let (Some(customer_id), Some(customer_name), Some((kind, masked_number))) = (customer_id, customer_name, checked) else {
-            return Err(CommandError::Internal("validation passed with a missing field".into()).into());
+        let (Some(customer_id), Some(customer_name), Some((kind, masked_number))) =
+            (customer_id, customer_name, checked)
+        else {
+            return Err(
+                CommandError::Internal("validation passed with a missing field".into()).into(),
+            );
         };
         let paymethod_id = PaymethodId::from(derived_id(&context, "paymethod"));
         let target = target(paymethod_id);
@@ -107,11 +128,17 @@ impl<K: KeyStore> PaymethodService for Paymethods<K> {
             kind,
             masked_number,
         };
-        let written = self.executor.execute(&target, &command, &context, refusal).await?;
+        let written = self
+            .executor
+            .execute(&target, &command, &context, refusal)
+            .await?;
         Ok(reply(paymethod_id, written, &context))
     }
 
-    async fn change_paymethod(&self, request: Request<ChangePaymethodRequest>) -> Reply<CommandReply> {
+    async fn change_paymethod(
+        &self,
+        request: Request<ChangePaymethodRequest>,
+    ) -> Reply<CommandReply> {
         let mut v = Violations::default();
         let context = context(&request, &request.get_ref().request_id, &mut v);
         let r = request.get_ref();
@@ -119,7 +146,9 @@ impl<K: KeyStore> PaymethodService for Paymethods<K> {
         let checked = kind_and_number(&mut v, &r.kind, &r.number);
         v.finish()?;
         let (Some(paymethod_id), Some((kind, masked_number))) = (paymethod_id, checked) else {
-            return Err(CommandError::Internal("validation passed with a missing field".into()).into());
+            return Err(
+                CommandError::Internal("validation passed with a missing field".into()).into(),
+            );
         };
         let target = target(paymethod_id);
         let loaded = self
@@ -135,8 +164,14 @@ impl<K: KeyStore> PaymethodService for Paymethods<K> {
             return Err(refusal(PaymethodError::NotFound).into());
         }
         self.verify(kind, &r.number, &context).await?;
-        let command = PaymethodCommand::Change { kind, masked_number };
-        let written = self.executor.execute(&target, &command, &context, refusal).await?;
+        let command = PaymethodCommand::Change {
+            kind,
+            masked_number,
+        };
+        let written = self
+            .executor
+            .execute(&target, &command, &context, refusal)
+            .await?;
         Ok(reply(paymethod_id, written, &context))
     }
 }

@@ -67,7 +67,10 @@ fn reservation_id(violations: &mut Violations, text: &str) -> ReservationId {
 
 #[tonic::async_trait]
 impl<K: KeyStore> ReservationService for Reservations<K> {
-    async fn apply_reservation(&self, request: Request<ApplyReservationRequest>) -> Reply<CommandReply> {
+    async fn apply_reservation(
+        &self,
+        request: Request<ApplyReservationRequest>,
+    ) -> Reply<CommandReply> {
         let mut v = Violations::default();
         let context = context(&request, &request.get_ref().request_id, &mut v);
         let r = request.get_ref();
@@ -76,7 +79,8 @@ impl<K: KeyStore> ReservationService for Reservations<K> {
         let place = v.check("place", Personal::text(&r.place, MAX_PLACE));
         let request_date = v.check(
             "request_date",
-            NaiveDate::parse_from_str(r.request_date.trim(), "%Y-%m-%d").map_err(|_| "must be a date as YYYY-MM-DD"),
+            NaiveDate::parse_from_str(r.request_date.trim(), "%Y-%m-%d")
+                .map_err(|_| "must be a date as YYYY-MM-DD"),
         );
         let price = v.check("price_cents", Money::from_cents(r.price_cents));
         let kind = v.check("paymethod_kind", PaymethodKind::parse(&r.paymethod_kind));
@@ -85,10 +89,18 @@ impl<K: KeyStore> ReservationService for Reservations<K> {
             v.add("request_date", "must be today or later");
         }
         v.finish()?;
-        let (Some(customer_id), Some(customer_name), Some(place), Some(request_date), Some(price), Some(kind)) =
-            (customer_id, customer_name, place, request_date, price, kind)
+        let (
+            Some(customer_id),
+            Some(customer_name),
+            Some(place),
+            Some(request_date),
+            Some(price),
+            Some(kind),
+        ) = (customer_id, customer_name, place, request_date, price, kind)
         else {
-            return Err(CommandError::Internal("validation passed with a missing field".into()).into());
+            return Err(
+                CommandError::Internal("validation passed with a missing field".into()).into(),
+            );
         };
 
         let reservation_id = ReservationId::from(derived_id(&context, "reservation"));
@@ -127,7 +139,11 @@ impl<K: KeyStore> ReservationService for Reservations<K> {
             )
             .await?;
         if !paid.approved {
-            return Err(CommandError::Refused(format!("payment declined: {}", paid.decline_reason)).into());
+            return Err(CommandError::Refused(format!(
+                "payment declined: {}",
+                paid.decline_reason
+            ))
+            .into());
         }
 
         let command = ReservationCommand::Request(RequestCleaning {
@@ -147,14 +163,19 @@ impl<K: KeyStore> ReservationService for Reservations<K> {
         Ok(reply(reservation_id, written, &context))
     }
 
-    async fn cancel_reservation(&self, request: Request<CancelReservationRequest>) -> Reply<CommandReply> {
+    async fn cancel_reservation(
+        &self,
+        request: Request<CancelReservationRequest>,
+    ) -> Reply<CommandReply> {
         let mut v = Violations::default();
         let context = context(&request, &request.get_ref().request_id, &mut v);
         let r = request.get_ref();
         let id = reservation_id(&mut v, &r.reservation_id);
         let reason = v.check("reason", domain::values::text(&r.reason, MAX_REASON));
         v.finish()?;
-        let command = ReservationCommand::Cancel { reason: reason.unwrap_or_default() };
+        let command = ReservationCommand::Cancel {
+            reason: reason.unwrap_or_default(),
+        };
         Ok(self.lifecycle(context, id, command).await?)
     }
 
@@ -172,14 +193,21 @@ impl<K: KeyStore> ReservationService for Reservations<K> {
             name => Some(name.to_string()),
         };
         v.finish()?;
-        Ok(self.lifecycle(context, id, ReservationCommand::StartCleaning { cleaner }).await?)
+        Ok(self
+            .lifecycle(context, id, ReservationCommand::StartCleaning { cleaner })
+            .await?)
     }
 
-    async fn complete_cleaning(&self, request: Request<CompleteCleaningRequest>) -> Reply<CommandReply> {
+    async fn complete_cleaning(
+        &self,
+        request: Request<CompleteCleaningRequest>,
+    ) -> Reply<CommandReply> {
         let mut v = Violations::default();
         let context = context(&request, &request.get_ref().request_id, &mut v);
         let id = reservation_id(&mut v, &request.get_ref().reservation_id);
         v.finish()?;
-        Ok(self.lifecycle(context, id, ReservationCommand::CompleteCleaning).await?)
+        Ok(self
+            .lifecycle(context, id, ReservationCommand::CompleteCleaning)
+            .await?)
     }
 }

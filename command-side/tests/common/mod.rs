@@ -29,10 +29,19 @@ impl EventStoreUnderTest {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(event_store::server::serve(listener, store, Default::default(), async {
-            let _ = stopped.await;
-        }));
-        EventStoreUnderTest { port, stop: Some(stop), _dir: dir }
+        tokio::spawn(event_store::server::serve(
+            listener,
+            store,
+            Default::default(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        EventStoreUnderTest {
+            port,
+            stop: Some(stop),
+            _dir: dir,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -53,8 +62,14 @@ pub struct CommandSide {
 }
 
 impl CommandSide {
-    pub async fn start(event_store: &EventStoreUnderTest, port: u16, change: impl FnOnce(&mut Config)) -> CommandSide {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    pub async fn start(
+        event_store: &EventStoreUnderTest,
+        port: u16,
+        change: impl FnOnce(&mut Config),
+    ) -> CommandSide {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
         let port = listener.local_addr().unwrap().port();
         let mut config = Config::from_lookup(|_| None).unwrap();
         config.listen = listener.local_addr().unwrap();
@@ -66,11 +81,20 @@ impl CommandSide {
         let task = tokio::spawn(command_side::serve(config, keys.clone(), listener, async {
             let _ = stopped.await;
         }));
-        CommandSide { port, keys, stop: Some(stop), task: Some(task) }
+        CommandSide {
+            port,
+            keys,
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://127.0.0.1:{}", self.port)).unwrap().connect().await.unwrap()
+        Channel::from_shared(format!("http://127.0.0.1:{}", self.port))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
     }
 
     pub async fn stop(mut self) {
@@ -117,7 +141,9 @@ impl System {
     pub async fn stream(&self, name: &str) -> Vec<(String, serde_json::Value, serde_json::Value)> {
         let client = self.store.client();
         let mut out = Vec::new();
-        let Ok(mut read) = client.read_stream(name, &Default::default()).await else { return out };
+        let Ok(mut read) = client.read_stream(name, &Default::default()).await else {
+            return out;
+        };
         while let Ok(Some(e)) = read.next().await {
             let e = e.get_original_event();
             out.push((
@@ -131,7 +157,9 @@ impl System {
 }
 
 pub fn tomorrow() -> String {
-    (chrono::Utc::now().date_naive() + chrono::Days::new(1)).format("%Y-%m-%d").to_string()
+    (chrono::Utc::now().date_naive() + chrono::Days::new(1))
+        .format("%Y-%m-%d")
+        .to_string()
 }
 
 pub fn apply_request(customer_id: &str, price_cents: i64) -> ApplyReservationRequest {

@@ -1,0 +1,173 @@
+//! Payment declined means no reservation; payment slow or down means UNAVAILABLE at once, a
+//! circuit that opens, and recovery by itself.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use command_side::proto::reservation_service_client::ReservationServiceClient;
+use command_side::proto::*;
+use common::*;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_payment_means_no_reservation() {
+    let mut s = System::start_with(|c| c.provider.decline_over_cents = 10_000).await;
+    let request = apply_request(&new_id(), 10_001);
+    let err = s.reservations.apply_reservation(request).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().starts_with("payment declined"),
+        "{}",
+        err.message()
+    );
+
+    let client = s.store.client();
+    let mut all = client.read_all(&Default::default()).await.unwrap();
+    let mut kinds = Vec::new();
+    while let Some(e) = all.next().await.unwrap() {
+        kinds.push(e.get_original_event().event_type.clone());
+    }
+    assert_eq!(kinds, ["PaymentDeclined"], "only the decline is recorded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pay_and_refund_directly() {
+    let mut s = System::start().await;
+    let payment_id = new_id();
+    let pay = PayRequest {
+        request_id: new_id(),
+        payment_id: payment_id.clone(),
+        reservation_id: new_id(),
+        amount_cents: 4_200,
+        paymethod_kind: "debit_card".into(),
+    };
+    let paid = s.payments.pay(pay.clone()).await.unwrap().into_inner();
+    assert!(paid.approved);
+    // Asking again answers with the recorded decision.
+    let again = s
+        .payments
+        .pay(PayRequest {
+            request_id: new_id(),
+            ..pay
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        again.result.unwrap().position,
+        paid.result.unwrap().position
+    );
+
+    let cancel = CancelPaymentRequest {
+        request_id: new_id(),
+        payment_id: payment_id.clone(),
+    };
+    let refunded = s
+        .payments
+        .cancel_payment(cancel)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(refunded.revision, 1);
+    let err = s
+        .payments
+        .cancel_payment(CancelPaymentRequest {
+            request_id: new_id(),
+            payment_id,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::FailedPrecondition, "the payment is already cancelled")
+    );
+    let err = s
+        .payments
+        .cancel_payment(CancelPaymentRequest {
+            request_id: new_id(),
+            payment_id: new_id(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
+
+/// The reservation side calls a separate payment instance, which is slow, then gone, then back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payment_down_fails_fast_opens_the_circuit_and_recovers() {
+    let store = EventStoreUnderTest::start().await;
+    let slow_payments =
+        CommandSide::start(&store, 0, |c| c.provider.latency = Duration::from_secs(3)).await;
+    let payment_port = slow_payments.port;
+    let reservations = CommandSide::start(&store, 0, |c| {
+        c.payment_endpoint = format!("http://127.0.0.1:{payment_port}");
+        c.payment_timeout = Duration::from_millis(300);
+        c.breaker_failures = 2;
+        c.breaker_open = Duration::from_millis(800);
+    })
+    .await;
+    let mut client = ReservationServiceClient::new(reservations.channel().await);
+
+    // Slow: each call gives up at the deadline, with a retry hint.
+    for _ in 0..2 {
+        let started = Instant::now();
+        let err = client
+            .apply_reservation(apply_request(&new_id(), 1_000))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+        assert!(err.message().contains("try again later"));
+        assert!(err.get_details_retry_info().is_some());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "did not fail fast: {:?}",
+            started.elapsed()
+        );
+    }
+    // Now the circuit is open: refused at once, without calling.
+    let started = Instant::now();
+    let err = client
+        .apply_reservation(apply_request(&new_id(), 1_000))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("circuit open"), "{}", err.message());
+    assert!(started.elapsed() < Duration::from_millis(200));
+
+    // The payment service is replaced by a healthy one on the same port; the circuit closes
+    // again by itself: after each pause one trial call goes through.
+    slow_payments.stop().await;
+    let healthy = CommandSide::start(&store, payment_port, |_| {}).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let recovered = loop {
+        match client
+            .apply_reservation(apply_request(&new_id(), 1_000))
+            .await
+        {
+            Ok(reply) => break reply.into_inner(),
+            Err(status) if Instant::now() < deadline => {
+                assert_eq!(status.code(), Code::Unavailable);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(status) => panic!("never recovered: {status:?}"),
+        }
+    };
+    assert_eq!(recovered.revision, 0);
+    healthy.stop().await;
+    reservations.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_provider_is_unavailable_not_a_decline() {
+    let mut s = System::start_with(|c| c.provider.failure_rate = 1.0).await;
+    let err = s
+        .reservations
+        .apply_reservation(apply_request(&new_id(), 1_000))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    let client = s.store.client();
+    let mut all = client.read_all(&Default::default()).await.unwrap();
+    assert!(all.next().await.unwrap().is_none(), "nothing recorded");
+}
