@@ -20,6 +20,9 @@ pub struct Config {
     pub breaker_open: Duration,
     /// `CONCURRENCY_RETRIES`: how often a command that lost a race is decided again.
     pub concurrency_retries: u32,
+    /// `SHUTDOWN_DRAIN_DELAY_MS`: how long to keep serving after reporting NOT_SERVING on
+    /// SIGTERM, while load balancers stop sending (a few seconds in Kubernetes).
+    pub drain_delay: Duration,
     /// `SHUTDOWN_GRACE_MS`: how long in-flight calls may take to finish on SIGTERM.
     pub shutdown_grace: Duration,
     pub provider: ProviderRules,
@@ -104,6 +107,7 @@ impl Config {
             breaker_failures: parse(&lookup, "BREAKER_FAILURES", 5)?,
             breaker_open: ms("BREAKER_OPEN_MS", 5_000)?,
             concurrency_retries: parse(&lookup, "CONCURRENCY_RETRIES", 3)?,
+            drain_delay: ms("SHUTDOWN_DRAIN_DELAY_MS", 0)?,
             shutdown_grace: ms("SHUTDOWN_GRACE_MS", 20_000)?,
             provider: ProviderRules {
                 decline_over_cents: parse(

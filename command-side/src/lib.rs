@@ -13,6 +13,7 @@
 
 pub mod breaker;
 pub mod config;
+pub mod drain;
 pub mod errors;
 pub mod execute;
 pub mod payments;
@@ -46,6 +47,15 @@ use crate::proto::paymethod_service_server::PaymethodServiceServer;
 use crate::proto::reservation_service_server::ReservationServiceServer;
 use crate::provider::Provider;
 use crate::store::EventStore;
+
+/// The services this process serves, as health checks name them.
+pub const SERVICES: [&str; 5] = [
+    "cleaning.v1.ReservationService",
+    "cleaning.v1.PaymentService",
+    "cleaning.v1.PaymethodService",
+    "cleaning.v1.MessageService",
+    "cleaning.v1.CustomerService",
+];
 
 /// Serves every command service on `listener` until `shutdown` completes. On shutdown the
 /// health service turns NOT_SERVING first, then the server stops accepting and lets in-flight
@@ -99,18 +109,26 @@ pub async fn serve<K: KeyStore>(
         .build_v1alpha()?;
 
     let incoming = TcpListenerStream::new(listener);
+    let in_flight = drain::InFlight::default();
+    let counting = in_flight.clone();
+    let (drain_delay, grace) = (config.drain_delay, config.shutdown_grace);
     let drain = async move {
         shutdown.await;
-        tracing::info!("shutting down: not serving, draining in-flight calls");
-        health
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
-        health
-            .set_not_serving::<ReservationServiceServer<services::reservation::Reservations<K>>>()
-            .await;
+        tracing::info!(
+            in_flight = counting.current(),
+            "shutting down: reporting NOT_SERVING, then draining"
+        );
+        for service in std::iter::once("").chain(SERVICES) {
+            health
+                .set_service_status(service, tonic_health::ServingStatus::NotServing)
+                .await;
+        }
+        tokio::time::sleep(drain_delay).await;
+        counting.drained(grace).await;
     };
     Server::builder()
         .timeout(config.payment_timeout * 4 + std::time::Duration::from_secs(5))
+        .layer(in_flight)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
