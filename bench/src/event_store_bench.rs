@@ -30,7 +30,7 @@ pub struct Options {
 /// as it runs in production.
 struct Served {
     client: Client,
-    child: std::process::Child,
+    child: crate::processes::Process,
     dir: tempfile::TempDir,
     /// From spawning the process to its first accepted connection.
     started_in: Duration,
@@ -53,8 +53,8 @@ impl Served {
 
     /// Kills the process with SIGKILL and starts it again on the same data.
     fn crash_and_restart(mut self) -> anyhow::Result<Served> {
-        self.child.kill()?;
-        self.child.wait()?;
+        self.child.0.kill()?;
+        self.child.0.wait()?;
         let (child, client, started_in) = spawn(self.dir.path())?;
         self.child = child;
         self.client = client;
@@ -64,7 +64,7 @@ impl Served {
 
     /// Resident memory of the server process, in MiB.
     fn rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.0.id()))
             .unwrap_or_default();
         status
             .lines()
@@ -74,38 +74,11 @@ impl Served {
     }
 }
 
-fn spawn(dir: &std::path::Path) -> anyhow::Result<(std::process::Child, Client, Duration)> {
-    let binary = std::env::current_exe()?.with_file_name("event-store");
-    anyhow::ensure!(
-        binary.exists(),
-        "{} is missing: build it with `cargo build --release -p event-store -p bench`",
-        binary.display()
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let spawned = Instant::now();
-    let child = std::process::Command::new(&binary)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "event-store did not start");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let started_in = spawned.elapsed();
+fn spawn(dir: &std::path::Path) -> anyhow::Result<(crate::processes::Process, Client, Duration)> {
+    let (process, port, started_in) = crate::processes::start_event_store(dir)?;
     let settings = format!("esdb://127.0.0.1:{port}?tls=false").parse()?;
     let client = Client::new(settings).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok((child, client, started_in))
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    Ok((process, client, started_in))
 }
 
 fn payload(n: u64) -> EventData {

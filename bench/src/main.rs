@@ -1,11 +1,18 @@
 //! `bench`: measures the system through its real interfaces. Each figure is the median of
 //! several runs, because the machine is shared and noisy.
 //!
-//! `cargo run --release -p bench -- event-store` measures the embedded event store through the
+//! Build first: `cargo build --release -p event-store -p command-side -p bench`.
+//!
+//! `target/release/bench event-store` measures the embedded event store through the
 //! official `kurrentdb` client: durable append throughput at 1, 16 and 64 concurrent appenders,
 //! `$all` read throughput, and live subscription delivery latency.
+//!
+//! `target/release/bench commands` measures `ApplyReservation` end to end (client, command side,
+//! payment service, event store, all durable) at concurrency 1, 16 and 64.
 
+mod commands_bench;
 mod event_store_bench;
+mod processes;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -24,11 +31,14 @@ struct Args {
 enum Target {
     /// The embedded event store, through the kurrentdb client.
     EventStore(event_store_bench::Options),
+    /// ApplyReservation end to end: client -> command side -> payment -> event store.
+    Commands(commands_bench::Options),
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.target {
         Target::EventStore(options) => event_store_bench::run(options, args.runs),
+        Target::Commands(options) => commands_bench::run(options, args.runs),
     }
 }

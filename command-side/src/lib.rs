@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use events::KeyStore;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use crate::breaker::Breaker;
@@ -108,7 +108,8 @@ pub async fn serve<K: KeyStore>(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let incoming = TcpListenerStream::new(listener);
+    // Replies leave at once; Nagle's algorithm would hold parts of them for up to 40 ms.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let in_flight = drain::InFlight::default();
     let counting = in_flight.clone();
     let (drain_delay, grace) = (config.drain_delay, config.shutdown_grace);

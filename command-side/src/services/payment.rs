@@ -5,7 +5,7 @@ use std::sync::Arc;
 use domain::payment::{
     Payment, PaymentCommand, PaymentError, PaymentStatus, ProviderAnswer, ProviderOutcome,
 };
-use domain::{Money, PaymentId, PaymethodKind, ReservationId};
+use domain::{Aggregate, Money, PaymentId, PaymethodKind, ReservationId};
 use events::{Event, KeyStore};
 use tonic::{Request, Response};
 
@@ -15,7 +15,7 @@ use crate::execute::{Executor, Target};
 use crate::proto::payment_service_server::PaymentService;
 use crate::proto::*;
 use crate::provider::{Provider, Verdict};
-use crate::store::Written;
+use crate::store::{StoreError, Written};
 
 pub struct Payments<K> {
     pub executor: Arc<Executor<K>>,
@@ -104,17 +104,32 @@ impl<K: KeyStore> PaymentService for Payments<K> {
             paymethod_kind: kind,
             outcome,
         });
-        let written = self
-            .executor
-            .execute(&target, &command, &context, refusal)
-            .await?;
-        let decided = self
-            .executor
-            .store
-            .load::<Payment>(&target.stream, target.select)
+        // Appended right after the state loaded above: one read per payment, not two.
+        let decided = loaded.state.decide(&command).map_err(refusal)?;
+        let new: Vec<Event> = decided.iter().cloned().map(Event::Payment).collect();
+        let store = &self.executor.store;
+        match store
+            .append(&target.stream, loaded.revision, &new, &context)
             .await
-            .map_err(CommandError::from)?;
-        Ok(pay_reply(payment_id, &decided.state, written, &context))
+        {
+            Ok(written) => Ok(pay_reply(
+                payment_id,
+                &Payment::replay(&decided),
+                written,
+                &context,
+            )),
+            // Decided at the same moment by a twin request: answer with what it recorded.
+            Err(StoreError::Conflict) => {
+                let recorded = store
+                    .load::<Payment>(&target.stream, target.select)
+                    .await
+                    .map_err(CommandError::from)?;
+                let (revision, position) = recorded.stored.last().map_or((0, 0), |s| (s.1, s.2));
+                let written = Written { revision, position };
+                Ok(pay_reply(payment_id, &recorded.state, written, &context))
+            }
+            Err(e) => Err(CommandError::from(e).into()),
+        }
     }
 
     async fn cancel_payment(&self, request: Request<CancelPaymentRequest>) -> Reply<CommandReply> {

@@ -107,17 +107,9 @@ impl<K: KeyStore> ReservationService for Reservations<K> {
         let payment_id = PaymentId::from(derived_id(&context, "payment"));
         let target = target(reservation_id, false);
 
-        // A retry of a request that already went through gets the original answer.
-        let loaded = self
-            .executor
-            .store
-            .load::<Reservation>(&target.stream, target.select)
-            .await
-            .map_err(CommandError::from)?;
-        if let Some(earlier) = loaded.earlier_result(context.request_id, &target.stream) {
-            return Ok(reply(reservation_id, earlier, &context));
-        }
-        // A forgotten customer is refused before any money moves.
+        // A forgotten customer is refused before any money moves. A retried request pays
+        // nothing twice (the payment answers with its recorded decision) and records nothing
+        // twice (the executor finds the original events).
         self.executor
             .store
             .keys()
