@@ -5,7 +5,7 @@ use domain::Aggregate;
 use events::{Event, KeyStore};
 
 use crate::errors::CommandError;
-use crate::store::{EventStore, RequestContext, StoreError, Written};
+use crate::store::{EventStore, Loaded, RequestContext, StoreError, Written};
 
 /// Which stream, and how its events map to and from the system's events.
 pub struct Target<A: Aggregate> {
@@ -22,6 +22,24 @@ pub struct Executor<K> {
 }
 
 impl<K: KeyStore> Executor<K> {
+    /// The target's aggregate as it stands, with what is needed to recognise a retry.
+    pub async fn load<A: Aggregate>(&self, target: &Target<A>) -> Result<Loaded<A>, CommandError> {
+        Ok(self.store.load::<A>(&target.stream, target.select).await?)
+    }
+
+    /// Refuses work for a customer who has been forgotten, before anything else happens.
+    pub async fn ensure_not_forgotten(
+        &self,
+        customer: domain::CustomerId,
+    ) -> Result<(), CommandError> {
+        self.store
+            .keys()
+            .key_for_writing(customer)
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::from(e).into())
+    }
+
     /// Decides and appends. A retry of an earlier request returns its original result; a
     /// concurrent write is retried (up to `retries` times) when the target allows it, and is
     /// ABORTED otherwise.
@@ -34,7 +52,7 @@ impl<K: KeyStore> Executor<K> {
     ) -> Result<Written, CommandError> {
         let mut attempt = 0;
         loop {
-            let loaded = self.store.load::<A>(&target.stream, target.select).await?;
+            let loaded = self.load(target).await?;
             if let Some(earlier) = loaded.earlier_result(context.request_id, &target.stream) {
                 return Ok(earlier);
             }

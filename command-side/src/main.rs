@@ -8,11 +8,7 @@ use events::InMemoryKeys;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    lifecycle::init_logging("info");
     let config = Config::from_env()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -25,25 +21,7 @@ async fn main() -> anyhow::Result<()> {
     );
     // Keys live in memory until the PostgreSQL key store exists: a restart forgets them.
     let keys = Arc::new(InMemoryKeys::default());
-    command_side::serve(config, keys, listener, shutdown_signal()).await?;
+    command_side::serve(config, keys, listener, lifecycle::shutdown_signal()).await?;
     tracing::info!("command side stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }

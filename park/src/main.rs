@@ -28,11 +28,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    lifecycle::init_logging("warn");
     let args = Args::parse();
     let (stop_tx, stop) = watch::channel(false);
 
@@ -84,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
     ));
 
     print_welcome(&args, &store_dir);
-    shutdown_signal().await;
+    lifecycle::shutdown_signal().await;
     println!("\nStopping: the command side drains, then the event store closes.");
     let _ = stop_tx.send(true);
     commands.await??;
@@ -112,22 +108,4 @@ Ctrl-C stops everything."#,
         dir = store_dir.display(),
         commands = args.commands,
     );
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }

@@ -72,12 +72,7 @@ impl<K: KeyStore> PaymentService for Payments<K> {
         let target = target(payment_id);
 
         // A payment is decided once: asking again answers with the recorded decision.
-        let loaded = self
-            .executor
-            .store
-            .load::<Payment>(&target.stream, target.select)
-            .await
-            .map_err(CommandError::from)?;
+        let loaded = self.executor.load(&target).await?;
         if loaded.state.status != PaymentStatus::None {
             let (revision, position) = loaded.stored.last().map_or((0, 0), |s| (s.1, s.2));
             return Ok(pay_reply(
@@ -120,10 +115,7 @@ impl<K: KeyStore> PaymentService for Payments<K> {
             )),
             // Decided at the same moment by a twin request: answer with what it recorded.
             Err(StoreError::Conflict) => {
-                let recorded = store
-                    .load::<Payment>(&target.stream, target.select)
-                    .await
-                    .map_err(CommandError::from)?;
+                let recorded = self.executor.load(&target).await?;
                 let (revision, position) = recorded.stored.last().map_or((0, 0), |s| (s.1, s.2));
                 let written = Written { revision, position };
                 Ok(pay_reply(payment_id, &recorded.state, written, &context))

@@ -15,7 +15,7 @@ use crate::execute::{Executor, Target};
 use crate::payments::PaymentGateway;
 use crate::proto::paymethod_service_server::PaymethodService;
 use crate::proto::*;
-use crate::store::{RequestContext, StoreError};
+use crate::store::RequestContext;
 
 pub struct Paymethods<K> {
     pub executor: Arc<Executor<K>>,
@@ -105,21 +105,11 @@ impl<K: KeyStore> PaymethodService for Paymethods<K> {
         };
         let paymethod_id = PaymethodId::from(derived_id(&context, "paymethod"));
         let target = target(paymethod_id);
-        let loaded = self
-            .executor
-            .store
-            .load::<Paymethod>(&target.stream, target.select)
-            .await
-            .map_err(CommandError::from)?;
+        let loaded = self.executor.load(&target).await?;
         if let Some(earlier) = loaded.earlier_result(context.request_id, &target.stream) {
             return Ok(reply(paymethod_id, earlier, &context));
         }
-        self.executor
-            .store
-            .keys()
-            .key_for_writing(customer_id)
-            .await
-            .map_err(|e| CommandError::from(StoreError::from(e)))?;
+        self.executor.ensure_not_forgotten(customer_id).await?;
         self.verify(kind, &r.number, &context).await?;
         let command = PaymethodCommand::Register {
             paymethod_id,
@@ -151,12 +141,7 @@ impl<K: KeyStore> PaymethodService for Paymethods<K> {
             );
         };
         let target = target(paymethod_id);
-        let loaded = self
-            .executor
-            .store
-            .load::<Paymethod>(&target.stream, target.select)
-            .await
-            .map_err(CommandError::from)?;
+        let loaded = self.executor.load(&target).await?;
         if let Some(earlier) = loaded.earlier_result(context.request_id, &target.stream) {
             return Ok(reply(paymethod_id, earlier, &context));
         }

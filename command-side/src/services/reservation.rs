@@ -110,12 +110,7 @@ impl<K: KeyStore> ReservationService for Reservations<K> {
         // A forgotten customer is refused before any money moves. A retried request pays
         // nothing twice (the payment answers with its recorded decision) and records nothing
         // twice (the executor finds the original events).
-        self.executor
-            .store
-            .keys()
-            .key_for_writing(customer_id)
-            .await
-            .map_err(|e| CommandError::from(crate::store::StoreError::from(e)))?;
+        self.executor.ensure_not_forgotten(customer_id).await?;
 
         let paid = self
             .payments
