@@ -1,0 +1,179 @@
+//! The dashboard read model: what each event changes in the `dashboard` and `payments` tables.
+//! Every statement is idempotent for a given event, and rows remember the last position applied,
+//! so replaying a batch after a crash changes nothing twice.
+
+use chrono::{DateTime, Utc};
+use domain::customer::CustomerEvent;
+use domain::message::MessageEvent;
+use domain::payment::PaymentEvent;
+use domain::reservation::ReservationEvent;
+use events::Event;
+use tokio_postgres::Transaction;
+
+/// One event with where and when it was written.
+pub struct Applied<'a> {
+    pub event: &'a Event,
+    pub position: i64,
+    pub created: DateTime<Utc>,
+}
+
+pub async fn apply(
+    tx: &Transaction<'_>,
+    applied: &Applied<'_>,
+) -> Result<(), tokio_postgres::Error> {
+    let (p, at) = (applied.position, applied.created);
+    match applied.event {
+        Event::Reservation(ReservationEvent::CleaningRequested(r)) => {
+            tx.execute(
+                "INSERT INTO dashboard (reservation_id, customer_id, customer_name, place, personal_erased,
+                     request_date, price_cents, status, payment_id, payment_kind, payment_status,
+                     requested_at, updated_at, last_position)
+                 SELECT $1, $2, $3, $4, $5, $6, $7, 'requested', $8,
+                        coalesce(p.paymethod_kind, 'unknown'), coalesce(p.status, 'pending'), $9, $9, $10
+                 FROM (SELECT 1) AS one LEFT JOIN payments p ON p.payment_id = $8
+                 ON CONFLICT (reservation_id) DO NOTHING",
+                &[
+                    &r.reservation_id.uuid(),
+                    &r.customer_id.uuid(),
+                    &r.customer_name.expose(),
+                    &r.place.expose(),
+                    &(r.customer_name.is_erased() || r.place.is_erased()),
+                    &r.request_date,
+                    &(r.price.cents() as i64),
+                    &r.payment_id.uuid(),
+                    &at,
+                    &p,
+                ],
+            )
+            .await?;
+        }
+        Event::Reservation(ReservationEvent::CleaningStarted {
+            reservation_id,
+            cleaner,
+        }) => {
+            set_status(tx, reservation_id.uuid(), "cleaning_started", p, at).await?;
+            tx.execute(
+                "UPDATE dashboard SET cleaner = $2 WHERE reservation_id = $1",
+                &[&reservation_id.uuid(), cleaner],
+            )
+            .await?;
+        }
+        Event::Reservation(ReservationEvent::CleaningCompleted { reservation_id }) => {
+            set_status(tx, reservation_id.uuid(), "cleaning_completed", p, at).await?;
+        }
+        Event::Reservation(ReservationEvent::ReservationCancelled {
+            reservation_id,
+            reason,
+        }) => {
+            set_status(tx, reservation_id.uuid(), "cancelled", p, at).await?;
+            tx.execute(
+                "UPDATE dashboard SET cancel_reason = $2 WHERE reservation_id = $1",
+                &[&reservation_id.uuid(), reason],
+            )
+            .await?;
+        }
+        Event::Payment(payment) => {
+            let (payment_id, reservation_id, amount, kind, status, reason) = match payment {
+                PaymentEvent::PaymentApproved {
+                    payment_id,
+                    reservation_id,
+                    amount,
+                    paymethod_kind,
+                } => (
+                    payment_id,
+                    reservation_id,
+                    amount,
+                    paymethod_kind.map(|k| k.as_str()),
+                    "approved",
+                    None,
+                ),
+                PaymentEvent::PaymentDeclined {
+                    payment_id,
+                    reservation_id,
+                    amount,
+                    reason,
+                } => (
+                    payment_id,
+                    reservation_id,
+                    amount,
+                    None,
+                    "declined",
+                    Some(reason.as_str()),
+                ),
+                PaymentEvent::PaymentCancelled {
+                    payment_id,
+                    reservation_id,
+                    amount,
+                } => (payment_id, reservation_id, amount, None, "refunded", None),
+            };
+            tx.execute(
+                "INSERT INTO payments (payment_id, reservation_id, amount_cents, paymethod_kind, status, decline_reason, last_position)
+                 VALUES ($1, $2, $3, coalesce($4, 'unknown'), $5, $6, $7)
+                 ON CONFLICT (payment_id) DO UPDATE SET
+                     status = excluded.status,
+                     paymethod_kind = CASE WHEN $4::text IS NULL THEN payments.paymethod_kind ELSE excluded.paymethod_kind END,
+                     decline_reason = coalesce(excluded.decline_reason, payments.decline_reason),
+                     last_position = excluded.last_position
+                 WHERE payments.last_position < excluded.last_position",
+                &[&payment_id.uuid(), &reservation_id.uuid(), &(amount.cents() as i64), &kind, &status, &reason, &p],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE dashboard SET payment_status = $2,
+                     payment_kind = coalesce($3, payment_kind), updated_at = $4, last_position = $5
+                 WHERE payment_id = $1 AND last_position < $5",
+                &[&payment_id.uuid(), &status, &kind, &at, &p],
+            )
+            .await?;
+        }
+        Event::Message(MessageEvent::MessageSent {
+            reservation_id: Some(reservation_id),
+            text,
+            cause,
+            ..
+        }) => {
+            let note = match text.expose() {
+                Some(text) => format!("{cause}: {text}"),
+                None => format!("{cause}: (erased)"),
+            };
+            tx.execute(
+                "UPDATE dashboard SET last_notification = $2, updated_at = $3, last_position = $4
+                 WHERE reservation_id = $1 AND last_position < $4",
+                &[&reservation_id.uuid(), &note, &at, &p],
+            )
+            .await?;
+        }
+        Event::Message(MessageEvent::MessageSent {
+            reservation_id: None,
+            ..
+        }) => {}
+        Event::Customer(CustomerEvent::CustomerForgotten { customer_id }) => {
+            // Existing rows lose the personal data; a rebuild could not bring it back either.
+            tx.execute(
+                "UPDATE dashboard SET customer_name = NULL, place = NULL, personal_erased = true,
+                     last_notification = CASE WHEN last_notification = 'none' THEN 'none' ELSE '(erased)' END
+                 WHERE customer_id = $1",
+                &[&customer_id.uuid()],
+            )
+            .await?;
+        }
+        Event::Paymethod(_) => {}
+    }
+    Ok(())
+}
+
+async fn set_status(
+    tx: &Transaction<'_>,
+    reservation_id: uuid::Uuid,
+    status: &str,
+    position: i64,
+    at: DateTime<Utc>,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "UPDATE dashboard SET status = $2, updated_at = $3, last_position = $4
+         WHERE reservation_id = $1 AND last_position < $4",
+        &[&reservation_id, &status, &at, &position],
+    )
+    .await?;
+    Ok(())
+}

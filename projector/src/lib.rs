@@ -1,0 +1,227 @@
+//! The projector: a catch-up subscription to `$all` (filtered on the server to this system's
+//! event types) that builds the PostgreSQL read models.
+//!
+//! Events are applied in batches, one transaction per batch, and the batch's last position is
+//! written as the checkpoint in that same transaction: after a crash at any moment the
+//! projection resumes exactly after the last committed batch, neither losing nor doubling an
+//! update. A batch waits at most `max_wait` for more events.
+
+pub mod dashboard;
+pub mod db;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use events::{Event, KeyStore, Metadata};
+use kurrentdb::{
+    Position, StreamPosition, SubscribeToAllOptions, SubscriptionEvent, SubscriptionFilter,
+};
+use tokio::sync::mpsc;
+
+pub use db::DbError;
+
+/// The name the dashboard's checkpoint is kept under.
+pub const DASHBOARD: &str = "dashboard";
+
+#[derive(Debug, Clone, Copy)]
+pub struct BatchSettings {
+    /// Events per transaction at most.
+    pub max_events: usize,
+    /// How long a batch waits for more events once it has one.
+    pub max_wait: Duration,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        BatchSettings {
+            max_events: 500,
+            max_wait: Duration::from_millis(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("event store: {0}")]
+    EventStore(String),
+    #[error("cannot apply the event at position {position}: {reason}")]
+    Poison { position: u64, reason: String },
+}
+
+impl From<tokio_postgres::Error> for ProjectorError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        ProjectorError::Db(DbError::Postgres(e))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ProjectorError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        ProjectorError::Db(DbError::Pool(e))
+    }
+}
+
+/// A decoded event and where it sits in the log.
+struct Received {
+    event: Event,
+    position: u64,
+    created: DateTime<Utc>,
+}
+
+pub struct Projector<K> {
+    pub client: kurrentdb::Client,
+    pub pool: Pool,
+    pub keys: Arc<K>,
+    pub batches: BatchSettings,
+}
+
+impl<K: KeyStore> Projector<K> {
+    /// The position the dashboard has applied, if any.
+    pub async fn checkpoint(&self) -> Result<Option<u64>, ProjectorError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT commit_position FROM checkpoints WHERE projection = $1",
+                &[&DASHBOARD],
+            )
+            .await?;
+        Ok(row.map(|r| r.get::<_, i64>(0) as u64))
+    }
+
+    /// Projects until `shutdown` completes (after the batch in hand) or a failure stops it.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), ProjectorError> {
+        let start = match self.checkpoint().await? {
+            Some(p) => StreamPosition::Position(Position {
+                commit: p,
+                prepare: p,
+            }),
+            None => StreamPosition::Start,
+        };
+        let (tx, mut rx) = mpsc::channel(self.batches.max_events * 2);
+        let mut reader = tokio::spawn(read(self.client.clone(), self.keys.clone(), start, tx));
+        tokio::pin!(shutdown);
+        let result = loop {
+            let first = tokio::select! {
+                _ = &mut shutdown => break Ok(()),
+                received = rx.recv() => received,
+            };
+            let Some(first) = first else {
+                // The reader stopped: say why.
+                break match (&mut reader).await {
+                    Ok(Err(e)) => Err(e),
+                    _ => Err(ProjectorError::EventStore("the subscription ended".into())),
+                };
+            };
+            let mut batch = vec![first];
+            let deadline = tokio::time::Instant::now() + self.batches.max_wait;
+            while batch.len() < self.batches.max_events {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(Ok(next))) => batch.push(Ok(next)),
+                    Ok(Some(Err(e))) => {
+                        batch.push(Err(e));
+                        break;
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            if let Err(e) = self.apply(batch).await {
+                break Err(e);
+            }
+        };
+        reader.abort();
+        result
+    }
+
+    /// One transaction: the batch's rows and its checkpoint.
+    async fn apply(
+        &self,
+        batch: Vec<Result<Received, ProjectorError>>,
+    ) -> Result<(), ProjectorError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let mut last = None;
+        let mut failure = None;
+        for received in batch {
+            match received {
+                Ok(received) => {
+                    let applied = dashboard::Applied {
+                        event: &received.event,
+                        position: received.position as i64,
+                        created: received.created,
+                    };
+                    dashboard::apply(&tx, &applied).await?;
+                    last = Some(received.position);
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(last) = last {
+            tx.execute(
+                "INSERT INTO checkpoints (projection, commit_position) VALUES ($1, $2)
+                 ON CONFLICT (projection) DO UPDATE SET commit_position = excluded.commit_position",
+                &[&DASHBOARD, &(last as i64)],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Reads the subscription, decodes (unsealing with the customer's key when there is one) and
+/// hands events over in order. Ends with the error that stopped it.
+async fn read<K: KeyStore>(
+    client: kurrentdb::Client,
+    keys: Arc<K>,
+    start: StreamPosition<Position>,
+    tx: mpsc::Sender<Result<Received, ProjectorError>>,
+) -> Result<(), ProjectorError> {
+    let filter =
+        SubscriptionFilter::on_event_type().regex(format!("^({})$", events::EVENT_TYPES.join("|")));
+    let options = SubscribeToAllOptions::default()
+        .position(start)
+        .filter(filter);
+    let mut subscription = client.subscribe_to_all(&options).await;
+    loop {
+        let event = match subscription.next_subscription_event().await {
+            Ok(SubscriptionEvent::EventAppeared(event)) => event,
+            Ok(_) => continue,
+            Err(e) => return Err(ProjectorError::EventStore(e.to_string())),
+        };
+        let recorded = event.get_original_event();
+        let position = recorded.position.commit;
+        let version = serde_json::from_slice::<Metadata>(&recorded.custom_metadata)
+            .map_or(events::SCHEMA_VERSION, |m| m.schema_version);
+        let key = match events::sealing_key_id(&recorded.event_type, &recorded.data) {
+            Some(id) => keys
+                .key_for_reading(&id)
+                .await
+                .map_err(|e| ProjectorError::EventStore(e.to_string()))?,
+            None => None,
+        };
+        let decoded = events::decode(&recorded.event_type, version, &recorded.data, key.as_ref())
+            .map(|event| Received {
+                event,
+                position,
+                created: recorded.created,
+            })
+            .map_err(|e| ProjectorError::Poison {
+                position,
+                reason: e.to_string(),
+            });
+        let poisoned = decoded.is_err();
+        if tx.send(decoded).await.is_err() || poisoned {
+            return Ok(());
+        }
+    }
+}

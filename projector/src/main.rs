@@ -1,0 +1,56 @@
+//! `projector`: builds the dashboard read model in PostgreSQL from the event store.
+//!
+//! Settings: `EVENT_STORE_URL` (esdb://127.0.0.1:2113?tls=false), `DATABASE_URL` or the `PG*`
+//! variables, `BATCH_MAX_EVENTS` (500), `BATCH_MAX_WAIT_MS` (5).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use projector::{BatchSettings, Projector};
+
+fn setting<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{name}: {e}")),
+        Err(_) => Ok(default),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    lifecycle::init_logging("info");
+    let url = std::env::var("EVENT_STORE_URL")
+        .unwrap_or_else(|_| "esdb://127.0.0.1:2113?tls=false".into());
+    let client = kurrentdb::Client::new(
+        url.parse()
+            .map_err(|e| anyhow::anyhow!("EVENT_STORE_URL: {e}"))?,
+    )
+    .map_err(|e| anyhow::anyhow!("event store client: {e}"))?;
+    let pool = projector::db::pool(projector::db::config_from_env()?, 4)?;
+    projector::db::migrate(&pool)
+        .await
+        .context("cannot migrate the read models")?;
+    let batches = BatchSettings {
+        max_events: setting("BATCH_MAX_EVENTS", 500)?,
+        max_wait: Duration::from_millis(setting("BATCH_MAX_WAIT_MS", 5)?),
+    };
+    // Keys live in memory until the PostgreSQL key store exists: a separate projector process
+    // shows personal fields as erased; `park` shares one key store between its parts.
+    let keys = Arc::new(events::InMemoryKeys::default());
+    let projector = Projector {
+        client,
+        pool,
+        keys,
+        batches,
+    };
+    tracing::info!(event_store = %url, checkpoint = ?projector.checkpoint().await?, "projecting the dashboard");
+    projector.run(lifecycle::shutdown_signal()).await?;
+    tracing::info!("projector stopped");
+    Ok(())
+}

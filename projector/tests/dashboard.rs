@@ -1,0 +1,349 @@
+//! The dashboard built by the real projector from the real event store into a real PostgreSQL
+//! (run the tests under `pg_virtualenv`, as the README says), driven by the real command side.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use command_side::proto::reservation_service_client::ReservationServiceClient;
+use command_side::proto::*;
+use deadpool_postgres::Pool;
+use events::InMemoryKeys;
+use projector::{BatchSettings, Projector};
+use tokio::sync::oneshot;
+
+/// A fresh database of its own for each test, on the cluster the environment names.
+async fn fresh_database() -> Pool {
+    let admin_config = projector::db::config_from_env().unwrap();
+    let (admin, connection) = admin_config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL is not reachable: run the tests under pg_virtualenv (see README)");
+    tokio::spawn(connection);
+    let name = format!("dashboard_{}", uuid::Uuid::new_v4().simple());
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let mut config = admin_config.clone();
+    config.dbname(&name);
+    let pool = projector::db::pool(config, 4).unwrap();
+    projector::db::migrate(&pool).await.unwrap();
+    pool
+}
+
+struct System {
+    store_port: u16,
+    reservations: ReservationServiceClient<tonic::transport::Channel>,
+    channel: tonic::transport::Channel,
+    keys: Arc<InMemoryKeys>,
+    _stops: Vec<oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_system() -> System {
+    let dir = tempfile::tempdir().unwrap();
+    let store = event_store::storage::Store::open(dir.path()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let store_port = listener.local_addr().unwrap().port();
+    let (stop_store, stopped) = oneshot::channel::<()>();
+    tokio::spawn(event_store::server::serve(
+        listener,
+        store,
+        Default::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut config = command_side::config::Config::from_lookup(|_| None).unwrap();
+    config.listen = listener.local_addr().unwrap();
+    config.event_store_url = format!("esdb://127.0.0.1:{store_port}?tls=false");
+    config.payment_endpoint = format!("http://127.0.0.1:{port}");
+    let keys = Arc::new(InMemoryKeys::default());
+    let (stop_commands, stopped) = oneshot::channel::<()>();
+    tokio::spawn(command_side::serve(config, keys.clone(), listener, async {
+        let _ = stopped.await;
+    }));
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    System {
+        store_port,
+        reservations: ReservationServiceClient::new(channel.clone()),
+        channel,
+        keys,
+        _stops: vec![stop_store, stop_commands],
+        _dir: dir,
+    }
+}
+
+fn projector(system: &System, pool: &Pool, batches: BatchSettings) -> Projector<InMemoryKeys> {
+    let client = kurrentdb::Client::new(
+        format!("esdb://127.0.0.1:{}?tls=false", system.store_port)
+            .parse()
+            .unwrap(),
+    )
+    .unwrap();
+    Projector {
+        client,
+        pool: pool.clone(),
+        keys: system.keys.clone(),
+        batches,
+    }
+}
+
+/// Waits until the dashboard has applied `position`.
+async fn caught_up(projector: &Projector<InMemoryKeys>, position: u64) {
+    for _ in 0..500 {
+        if projector
+            .checkpoint()
+            .await
+            .unwrap()
+            .is_some_and(|p| p >= position)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the dashboard never reached position {position}");
+}
+
+fn apply_request(customer_id: &str, price_cents: i64) -> ApplyReservationRequest {
+    ApplyReservationRequest {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        customer_id: customer_id.to_string(),
+        customer_name: "Ada Lovelace".into(),
+        place: "12 Analytical Row".into(),
+        request_date: (chrono::Utc::now().date_naive() + chrono::Days::new(2))
+            .format("%Y-%m-%d")
+            .to_string(),
+        price_cents,
+        paymethod_kind: "debit_card".into(),
+    }
+}
+
+async fn row(pool: &Pool, reservation_id: &str) -> tokio_postgres::Row {
+    let id = uuid::Uuid::parse_str(reservation_id).unwrap();
+    pool.get()
+        .await
+        .unwrap()
+        .query_one("SELECT * FROM dashboard WHERE reservation_id = $1", &[&id])
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_field_follows_each_kind_of_event() {
+    let pool = fresh_database().await;
+    let mut s = start_system().await;
+    let projector = Arc::new(projector(&s, &pool, BatchSettings::default()));
+    let running = projector.clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        running
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+
+    let customer = uuid::Uuid::new_v4().to_string();
+    let applied = s
+        .reservations
+        .apply_reservation(apply_request(&customer, 12_500))
+        .await
+        .unwrap()
+        .into_inner();
+    caught_up(&projector, applied.position).await;
+    let r = row(&pool, &applied.id).await;
+    assert_eq!(
+        r.get::<_, Option<String>>("customer_name").as_deref(),
+        Some("Ada Lovelace")
+    );
+    assert_eq!(
+        r.get::<_, Option<String>>("place").as_deref(),
+        Some("12 Analytical Row")
+    );
+    assert_eq!(r.get::<_, i64>("price_cents"), 12_500);
+    assert_eq!(r.get::<_, String>("status"), "requested");
+    assert_eq!(r.get::<_, String>("payment_kind"), "debit_card");
+    assert_eq!(r.get::<_, String>("payment_status"), "approved");
+    assert_eq!(r.get::<_, String>("last_notification"), "none");
+    assert_eq!(r.get::<_, uuid::Uuid>("customer_id").to_string(), customer);
+    assert!(!r.get::<_, bool>("personal_erased"));
+
+    let started = s
+        .reservations
+        .start_cleaning(StartCleaningRequest {
+            request_id: String::new(),
+            reservation_id: applied.id.clone(),
+            cleaner: "Team B".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    caught_up(&projector, started.position).await;
+    let r = row(&pool, &applied.id).await;
+    assert_eq!(
+        (
+            r.get::<_, String>("status"),
+            r.get::<_, Option<String>>("cleaner")
+        ),
+        ("cleaning_started".to_string(), Some("Team B".to_string()))
+    );
+    let completed = s
+        .reservations
+        .complete_cleaning(CompleteCleaningRequest {
+            request_id: String::new(),
+            reservation_id: applied.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    caught_up(&projector, completed.position).await;
+    assert_eq!(
+        row(&pool, &applied.id).await.get::<_, String>("status"),
+        "cleaning_completed"
+    );
+
+    let other = s
+        .reservations
+        .apply_reservation(apply_request(&customer, 4_000))
+        .await
+        .unwrap()
+        .into_inner();
+    let cancelled = s
+        .reservations
+        .cancel_reservation(CancelReservationRequest {
+            request_id: String::new(),
+            reservation_id: other.id.clone(),
+            reason: "moved".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    caught_up(&projector, cancelled.position).await;
+    let r = row(&pool, &other.id).await;
+    assert_eq!(
+        (
+            r.get::<_, String>("status"),
+            r.get::<_, Option<String>>("cancel_reason")
+        ),
+        ("cancelled".to_string(), Some("moved".to_string()))
+    );
+
+    // Forgetting the customer erases the personal fields of existing rows; the rest stays.
+    let mut customers =
+        command_side::proto::customer_service_client::CustomerServiceClient::new(s.channel.clone());
+    let forgotten = customers
+        .forget_customer(ForgetCustomerRequest {
+            request_id: String::new(),
+            customer_id: customer.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    caught_up(&projector, forgotten.position).await;
+    for id in [&applied.id, &other.id] {
+        let r = row(&pool, id).await;
+        assert_eq!(r.get::<_, Option<String>>("customer_name"), None);
+        assert_eq!(r.get::<_, Option<String>>("place"), None);
+        assert!(r.get::<_, bool>("personal_erased"));
+    }
+    assert_eq!(
+        row(&pool, &applied.id).await.get::<_, i64>("price_cents"),
+        12_500
+    );
+
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}
+
+async fn dump(pool: &Pool) -> Vec<String> {
+    let client = pool.get().await.unwrap();
+    let rows = client
+        .query(
+            "SELECT row_to_json(d)::text FROM (SELECT * FROM dashboard ORDER BY reservation_id) d",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut out: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let payments = client
+        .query(
+            "SELECT row_to_json(p)::text FROM (SELECT * FROM payments ORDER BY payment_id) p",
+            &[],
+        )
+        .await
+        .unwrap();
+    out.extend(payments.iter().map(|r| r.get::<_, String>(0)));
+    out
+}
+
+/// A projector stopped at arbitrary moments and restarted ends with exactly the tables of one
+/// that ran without interruption.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_projection_equals_an_uninterrupted_one() {
+    let mut s = start_system().await;
+    let mut last = 0;
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let reply = s
+            .reservations
+            .apply_reservation(apply_request(&uuid::Uuid::new_v4().to_string(), 1_000 + i))
+            .await
+            .unwrap()
+            .into_inner();
+        last = reply.position;
+        ids.push(reply.id);
+    }
+    for id in ids.iter().step_by(3) {
+        last = s
+            .reservations
+            .start_cleaning(StartCleaningRequest {
+                request_id: String::new(),
+                reservation_id: id.clone(),
+                cleaner: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .position;
+    }
+
+    let steady_pool = fresh_database().await;
+    let steady = Arc::new(projector(&s, &steady_pool, BatchSettings::default()));
+    let running = steady.clone();
+    let steady_task = tokio::spawn(async move { running.run(std::future::pending()).await });
+    caught_up(&steady, last).await;
+    steady_task.abort();
+
+    // Small batches, killed (task aborted mid-flight) again and again.
+    let interrupted_pool = fresh_database().await;
+    let batches = BatchSettings {
+        max_events: 3,
+        max_wait: Duration::from_millis(1),
+    };
+    for round in 0..50 {
+        let p = projector(&s, &interrupted_pool, batches);
+        if p.checkpoint().await.unwrap().is_some_and(|c| c >= last) {
+            break;
+        }
+        let task = tokio::spawn(async move { p.run(std::future::pending()).await });
+        tokio::time::sleep(Duration::from_millis(5 + (round % 7) * 3)).await;
+        task.abort();
+        let _ = task.await;
+    }
+    let finisher = projector(&s, &interrupted_pool, batches);
+    let finisher = Arc::new(finisher);
+    let running = finisher.clone();
+    let task = tokio::spawn(async move { running.run(std::future::pending()).await });
+    caught_up(&finisher, last).await;
+    task.abort();
+
+    assert_eq!(dump(&interrupted_pool).await, dump(&steady_pool).await);
+    assert_eq!(dump(&steady_pool).await.len(), 80);
+}
