@@ -27,9 +27,9 @@ pub async fn apply(
             tx.execute(
                 "INSERT INTO dashboard (reservation_id, customer_id, customer_name, place, personal_erased,
                      request_date, price_cents, status, payment_id, payment_kind, payment_status,
-                     requested_at, updated_at, last_position)
+                     requested_at, updated_at, last_position, requested_position)
                  SELECT $1, $2, $3, $4, $5, $6, $7, 'requested', $8,
-                        coalesce(p.paymethod_kind, 'unknown'), coalesce(p.status, 'pending'), $9, $9, $10
+                        coalesce(p.paymethod_kind, 'unknown'), coalesce(p.status, 'pending'), $9, $9, $10, $10
                  FROM (SELECT 1) AS one LEFT JOIN payments p ON p.payment_id = $8
                  ON CONFLICT (reservation_id) DO NOTHING",
                 &[

@@ -7,7 +7,6 @@
 //! update. A batch waits at most `max_wait` for more events.
 
 pub mod dashboard;
-pub mod db;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,7 +20,7 @@ use kurrentdb::{
 };
 use tokio::sync::mpsc;
 
-pub use db::DbError;
+pub use read_models::DbError;
 
 /// The name the dashboard's checkpoint is kept under.
 pub const DASHBOARD: &str = "dashboard";

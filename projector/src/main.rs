@@ -32,8 +32,8 @@ async fn main() -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("EVENT_STORE_URL: {e}"))?,
     )
     .map_err(|e| anyhow::anyhow!("event store client: {e}"))?;
-    let pool = projector::db::pool(projector::db::config_from_env()?, 4)?;
-    projector::db::migrate(&pool)
+    let pool = read_models::pool(read_models::config_from_env()?, 4)?;
+    read_models::migrate(&pool)
         .await
         .context("cannot migrate the read models")?;
     let batches = BatchSettings {

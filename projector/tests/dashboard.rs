@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 /// A fresh database of its own for each test, on the cluster the environment names.
 async fn fresh_database() -> Pool {
-    let admin_config = projector::db::config_from_env().unwrap();
+    let admin_config = read_models::config_from_env().unwrap();
     let (admin, connection) = admin_config
         .connect(tokio_postgres::NoTls)
         .await
@@ -26,8 +26,8 @@ async fn fresh_database() -> Pool {
         .unwrap();
     let mut config = admin_config.clone();
     config.dbname(&name);
-    let pool = projector::db::pool(config, 4).unwrap();
-    projector::db::migrate(&pool).await.unwrap();
+    let pool = read_models::pool(config, 4).unwrap();
+    read_models::migrate(&pool).await.unwrap();
     pool
 }
 

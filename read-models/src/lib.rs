@@ -1,4 +1,5 @@
-//! The PostgreSQL side: a connection pool configured from the environment, and migrations.
+//! The PostgreSQL read models: their schema (versioned migrations in `migrations/`, applied by
+//! refinery) and the connection settings the projector and the query side share.
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;

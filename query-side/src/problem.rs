@@ -1,0 +1,87 @@
+//! Errors as `application/problem+json` (RFC 9457), naming what was wrong.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'static str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameter: Option<&'static str>,
+}
+
+impl Problem {
+    /// 400: a parameter that cannot be read at all.
+    pub fn malformed(parameter: &'static str, detail: impl Into<String>) -> Problem {
+        Problem {
+            kind: "about:blank",
+            title: "Malformed parameter",
+            status: 400,
+            detail: detail.into(),
+            parameter: Some(parameter),
+        }
+    }
+
+    /// 422: a well-formed value out of range.
+    pub fn out_of_range(parameter: &'static str, detail: impl Into<String>) -> Problem {
+        Problem {
+            kind: "about:blank",
+            title: "Parameter out of range",
+            status: 422,
+            detail: detail.into(),
+            parameter: Some(parameter),
+        }
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Problem {
+        Problem {
+            kind: "about:blank",
+            title: "Not found",
+            status: 404,
+            detail: detail.into(),
+            parameter: None,
+        }
+    }
+
+    pub fn unavailable(detail: impl Into<String>) -> Problem {
+        Problem {
+            kind: "about:blank",
+            title: "Read models unavailable",
+            status: 503,
+            detail: detail.into(),
+            parameter: None,
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body,
+        )
+            .into_response()
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Problem {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        tracing::warn!(error = %e, "database unavailable");
+        Problem::unavailable("the database is not answering")
+    }
+}
+
+impl From<tokio_postgres::Error> for Problem {
+    fn from(e: tokio_postgres::Error) -> Self {
+        tracing::warn!(error = %e, "query failed");
+        Problem::unavailable("the query failed")
+    }
+}

@@ -1,0 +1,286 @@
+//! Every endpoint over HTTP, against a PostgreSQL filled by the real projector from the real
+//! event store, written by the real command side (run under `pg_virtualenv`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use command_side::proto::reservation_service_client::ReservationServiceClient;
+use command_side::proto::*;
+use events::InMemoryKeys;
+use projector::{BatchSettings, Projector};
+use query_side::{DashboardEntry, Page};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+struct System {
+    http: String,
+    reservations: ReservationServiceClient<tonic::transport::Channel>,
+    _stops: Vec<oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn fresh_pool() -> deadpool_postgres::Pool {
+    let admin_config = read_models::config_from_env().unwrap();
+    let (admin, connection) = admin_config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL is not reachable: run the tests under pg_virtualenv (see README)");
+    tokio::spawn(connection);
+    let name = format!("query_{}", uuid::Uuid::new_v4().simple());
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let mut config = admin_config.clone();
+    config.dbname(&name);
+    let pool = read_models::pool(config, 8).unwrap();
+    read_models::migrate(&pool).await.unwrap();
+    pool
+}
+
+/// Event store, command side, projector and query side, each on its own loopback port.
+async fn start(max_wait: Duration) -> System {
+    let mut stops = Vec::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = event_store::storage::Store::open(dir.path()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let store_url = format!("esdb://{}?tls=false", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    stops.push(stop);
+    tokio::spawn(event_store::server::serve(
+        listener,
+        store,
+        Default::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    let keys = Arc::new(InMemoryKeys::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let commands = listener.local_addr().unwrap();
+    let mut config = command_side::config::Config::from_lookup(|_| None).unwrap();
+    config.listen = commands;
+    config.event_store_url = store_url.clone();
+    config.payment_endpoint = format!("http://{commands}");
+    let (stop, stopped) = oneshot::channel::<()>();
+    stops.push(stop);
+    tokio::spawn(command_side::serve(config, keys.clone(), listener, async {
+        let _ = stopped.await;
+    }));
+
+    let pool = fresh_pool().await;
+    let projector = Projector {
+        client: kurrentdb::Client::new(store_url.parse().unwrap()).unwrap(),
+        pool: pool.clone(),
+        keys,
+        batches: BatchSettings::default(),
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    stops.push(stop);
+    tokio::spawn(async move {
+        projector
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = format!("http://{}", listener.local_addr().unwrap());
+    let app = query_side::router(query_side::AppState { pool, max_wait });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let channel = tonic::transport::Channel::from_shared(format!("http://{commands}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    System {
+        http,
+        reservations: ReservationServiceClient::new(channel),
+        _stops: stops,
+        _dir: dir,
+    }
+}
+
+fn apply_request(customer_id: &str) -> ApplyReservationRequest {
+    ApplyReservationRequest {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        customer_id: customer_id.to_string(),
+        customer_name: "Grace Hopper".into(),
+        place: "1 Compiler Lane".into(),
+        request_date: (chrono::Utc::now().date_naive() + chrono::Days::new(5))
+            .format("%Y-%m-%d")
+            .to_string(),
+        price_cents: 8_800,
+        paymethod_kind: "bank_account".into(),
+    }
+}
+
+async fn get(url: String) -> (u16, reqwest::header::HeaderMap, Value) {
+    let response = reqwest::get(url).await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.json::<Value>().await.unwrap_or(Value::Null);
+    (status, headers, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_reservation_read_your_writes_and_errors() {
+    let mut s = start(Duration::from_millis(300)).await;
+    let customer = uuid::Uuid::new_v4().to_string();
+    let reply = s
+        .reservations
+        .apply_reservation(apply_request(&customer))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Asking for the position of the write waits until the read model has it.
+    let (status, headers, body) = get(format!(
+        "{}/dashboard/{}?min_position={}",
+        s.http, reply.id, reply.position
+    ))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-read-model-consistent"], "true");
+    let entry: DashboardEntry = serde_json::from_value(body).unwrap();
+    assert_eq!(entry.reservation_id.to_string(), reply.id);
+    assert_eq!(entry.customer_name.as_deref(), Some("Grace Hopper"));
+    assert_eq!(entry.place.as_deref(), Some("1 Compiler Lane"));
+    assert_eq!(
+        (
+            entry.status.as_str(),
+            entry.payment_kind.as_str(),
+            entry.payment_status.as_str()
+        ),
+        ("requested", "bank_account", "approved")
+    );
+    assert_eq!(entry.price_cents, 8_800);
+
+    // A position the read model has not reached: answered after the bound, and said so.
+    let client = reqwest::Client::new();
+    let response = client
+        .get(format!("{}/dashboard/{}", s.http, reply.id))
+        .header("x-min-position", (reply.position + 1_000_000).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.headers()["x-read-model-consistent"], "false");
+
+    // Errors as problem+json, naming the parameter.
+    let response = reqwest::get(format!("{}/dashboard/{}", s.http, uuid::Uuid::new_v4()))
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let (status, _, body) = get(format!("{}/dashboard/not-a-uuid", s.http)).await;
+    assert_eq!(
+        (status, body["parameter"].as_str()),
+        (400, Some("reservation_id"))
+    );
+    let (status, _, body) = get(format!(
+        "{}/dashboard/{}?min_position=soon",
+        s.http, reply.id
+    ))
+    .await;
+    assert_eq!(
+        (status, body["parameter"].as_str()),
+        (400, Some("min_position"))
+    );
+    let (status, _, _) = get(format!("{}/nowhere", s.http)).await;
+    assert_eq!(status, 404);
+
+    let (status, _, _) = get(format!("{}/healthz", s.http)).await;
+    assert_eq!(status, 200);
+    let response = reqwest::get(format!("{}/readyz", s.http)).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_and_filters_the_dashboard() {
+    let mut s = start(Duration::from_secs(5)).await;
+    let ada = uuid::Uuid::new_v4().to_string();
+    let bob = uuid::Uuid::new_v4().to_string();
+    let mut last = 0;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let customer = if i % 2 == 0 { &ada } else { &bob };
+        let reply = s
+            .reservations
+            .apply_reservation(apply_request(customer))
+            .await
+            .unwrap()
+            .into_inner();
+        last = reply.position;
+        ids.push(reply.id);
+    }
+    last = s
+        .reservations
+        .cancel_reservation(CancelReservationRequest {
+            request_id: String::new(),
+            reservation_id: ids[0].clone(),
+            reason: "moved".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .position
+        .max(last);
+
+    // Three pages of at most 3, newest first, nothing twice or missing.
+    let mut seen = Vec::new();
+    let mut url = format!("{}/dashboard?limit=3&min_position={last}", s.http);
+    let mut pages = 0;
+    loop {
+        let (status, _, body) = get(url.clone()).await;
+        assert_eq!(status, 200, "{body}");
+        let page: Page<DashboardEntry> = serde_json::from_value(body).unwrap();
+        assert!(page.items.len() <= 3);
+        seen.extend(page.items.into_iter().map(|e| e.reservation_id.to_string()));
+        pages += 1;
+        match page.next {
+            Some(next) => url = format!("{}/dashboard?limit=3&after={next}", s.http),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(seen, newest_first);
+
+    let (_, _, body) = get(format!("{}/dashboard?customer_id={ada}", s.http)).await;
+    let page: Page<DashboardEntry> = serde_json::from_value(body).unwrap();
+    assert_eq!(page.items.len(), 4);
+    assert!(page.items.iter().all(|e| e.customer_id.to_string() == ada));
+    let (_, _, body) = get(format!("{}/dashboard?status=cancelled", s.http)).await;
+    let page: Page<DashboardEntry> = serde_json::from_value(body).unwrap();
+    assert_eq!(
+        page.items
+            .iter()
+            .map(|e| e.reservation_id.to_string())
+            .collect::<Vec<_>>(),
+        vec![ids[0].clone()]
+    );
+
+    for (query, parameter, status) in [
+        ("limit=abc", "limit", 400),
+        ("limit=0", "limit", 422),
+        ("limit=201", "limit", 422),
+        ("status=lost", "status", 422),
+        ("customer_id=42", "customer_id", 400),
+        ("after=%%%", "after", 400),
+    ] {
+        let (got, _, body) = get(format!("{}/dashboard?{query}", s.http)).await;
+        assert_eq!(
+            (got, body["parameter"].as_str()),
+            (status, Some(parameter)),
+            "{query}: {body}"
+        );
+    }
+}
