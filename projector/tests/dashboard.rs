@@ -11,86 +11,25 @@ use events::InMemoryKeys;
 use projector::{BatchSettings, Projector};
 use tokio::sync::oneshot;
 
-/// A fresh database of its own for each test, on the cluster the environment names.
-async fn fresh_database() -> Pool {
-    let admin_config = read_models::config_from_env().unwrap();
-    let (admin, connection) = admin_config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .expect("PostgreSQL is not reachable: run the tests under pg_virtualenv (see README)");
-    tokio::spawn(connection);
-    let name = format!("dashboard_{}", uuid::Uuid::new_v4().simple());
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    let mut config = admin_config.clone();
-    config.dbname(&name);
-    let pool = read_models::pool(config, 4).unwrap();
-    read_models::migrate(&pool).await.unwrap();
-    pool
-}
-
 struct System {
-    store_port: u16,
+    running: testkit::Running,
     reservations: ReservationServiceClient<tonic::transport::Channel>,
-    channel: tonic::transport::Channel,
-    keys: Arc<InMemoryKeys>,
-    _stops: Vec<oneshot::Sender<()>>,
-    _dir: tempfile::TempDir,
 }
 
 async fn start_system() -> System {
-    let dir = tempfile::tempdir().unwrap();
-    let store = event_store::storage::Store::open(dir.path()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let store_port = listener.local_addr().unwrap().port();
-    let (stop_store, stopped) = oneshot::channel::<()>();
-    tokio::spawn(event_store::server::serve(
-        listener,
-        store,
-        Default::default(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let mut config = command_side::config::Config::from_lookup(|_| None).unwrap();
-    config.listen = listener.local_addr().unwrap();
-    config.event_store_url = format!("esdb://127.0.0.1:{store_port}?tls=false");
-    config.payment_endpoint = format!("http://127.0.0.1:{port}");
-    let keys = Arc::new(InMemoryKeys::default());
-    let (stop_commands, stopped) = oneshot::channel::<()>();
-    tokio::spawn(command_side::serve(config, keys.clone(), listener, async {
-        let _ = stopped.await;
-    }));
-    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let running = testkit::Running::start().await;
+    let reservations = ReservationServiceClient::new(running.commands.clone());
     System {
-        store_port,
-        reservations: ReservationServiceClient::new(channel.clone()),
-        channel,
-        keys,
-        _stops: vec![stop_store, stop_commands],
-        _dir: dir,
+        running,
+        reservations,
     }
 }
 
 fn projector(system: &System, pool: &Pool, batches: BatchSettings) -> Projector<InMemoryKeys> {
-    let client = kurrentdb::Client::new(
-        format!("esdb://127.0.0.1:{}?tls=false", system.store_port)
-            .parse()
-            .unwrap(),
-    )
-    .unwrap();
     Projector {
-        client,
+        client: system.running.event_store_client(),
         pool: pool.clone(),
-        keys: system.keys.clone(),
+        keys: system.running.keys.clone(),
         batches,
     }
 }
@@ -111,20 +50,6 @@ async fn caught_up(projector: &Projector<InMemoryKeys>, position: u64) {
     panic!("the dashboard never reached position {position}");
 }
 
-fn apply_request(customer_id: &str, price_cents: i64) -> ApplyReservationRequest {
-    ApplyReservationRequest {
-        request_id: uuid::Uuid::new_v4().to_string(),
-        customer_id: customer_id.to_string(),
-        customer_name: "Ada Lovelace".into(),
-        place: "12 Analytical Row".into(),
-        request_date: (chrono::Utc::now().date_naive() + chrono::Days::new(2))
-            .format("%Y-%m-%d")
-            .to_string(),
-        price_cents,
-        paymethod_kind: "debit_card".into(),
-    }
-}
-
 async fn row(pool: &Pool, reservation_id: &str) -> tokio_postgres::Row {
     let id = uuid::Uuid::parse_str(reservation_id).unwrap();
     pool.get()
@@ -137,7 +62,7 @@ async fn row(pool: &Pool, reservation_id: &str) -> tokio_postgres::Row {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_field_follows_each_kind_of_event() {
-    let pool = fresh_database().await;
+    let pool = testkit::fresh_database().await;
     let mut s = start_system().await;
     let projector = Arc::new(projector(&s, &pool, BatchSettings::default()));
     let running = projector.clone();
@@ -153,7 +78,7 @@ async fn every_field_follows_each_kind_of_event() {
     let customer = uuid::Uuid::new_v4().to_string();
     let applied = s
         .reservations
-        .apply_reservation(apply_request(&customer, 12_500))
+        .apply_reservation(testkit::apply_request(&customer, 12_500))
         .await
         .unwrap()
         .into_inner();
@@ -211,7 +136,7 @@ async fn every_field_follows_each_kind_of_event() {
 
     let other = s
         .reservations
-        .apply_reservation(apply_request(&customer, 4_000))
+        .apply_reservation(testkit::apply_request(&customer, 4_000))
         .await
         .unwrap()
         .into_inner();
@@ -236,8 +161,9 @@ async fn every_field_follows_each_kind_of_event() {
     );
 
     // Forgetting the customer erases the personal fields of existing rows; the rest stays.
-    let mut customers =
-        command_side::proto::customer_service_client::CustomerServiceClient::new(s.channel.clone());
+    let mut customers = command_side::proto::customer_service_client::CustomerServiceClient::new(
+        s.running.commands.clone(),
+    );
     let forgotten = customers
         .forget_customer(ForgetCustomerRequest {
             request_id: String::new(),
@@ -293,7 +219,10 @@ async fn interrupted_projection_equals_an_uninterrupted_one() {
     for i in 0..40 {
         let reply = s
             .reservations
-            .apply_reservation(apply_request(&uuid::Uuid::new_v4().to_string(), 1_000 + i))
+            .apply_reservation(testkit::apply_request(
+                &uuid::Uuid::new_v4().to_string(),
+                1_000 + i,
+            ))
             .await
             .unwrap()
             .into_inner();
@@ -314,7 +243,7 @@ async fn interrupted_projection_equals_an_uninterrupted_one() {
             .position;
     }
 
-    let steady_pool = fresh_database().await;
+    let steady_pool = testkit::fresh_database().await;
     let steady = Arc::new(projector(&s, &steady_pool, BatchSettings::default()));
     let running = steady.clone();
     let steady_task = tokio::spawn(async move { running.run(std::future::pending()).await });
@@ -322,7 +251,7 @@ async fn interrupted_projection_equals_an_uninterrupted_one() {
     steady_task.abort();
 
     // Small batches, killed (task aborted mid-flight) again and again.
-    let interrupted_pool = fresh_database().await;
+    let interrupted_pool = testkit::fresh_database().await;
     let batches = BatchSettings {
         max_events: 3,
         max_wait: Duration::from_millis(1),

@@ -1,12 +1,10 @@
 //! Every endpoint over HTTP, against a PostgreSQL filled by the real projector from the real
 //! event store, written by the real command side (run under `pg_virtualenv`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use command_side::proto::reservation_service_client::ReservationServiceClient;
 use command_side::proto::*;
-use events::InMemoryKeys;
 use projector::{BatchSettings, Projector};
 use query_side::{DashboardEntry, Page};
 use serde_json::Value;
@@ -15,69 +13,21 @@ use tokio::sync::oneshot;
 struct System {
     http: String,
     reservations: ReservationServiceClient<tonic::transport::Channel>,
-    _stops: Vec<oneshot::Sender<()>>,
-    _dir: tempfile::TempDir,
-}
-
-async fn fresh_pool() -> deadpool_postgres::Pool {
-    let admin_config = read_models::config_from_env().unwrap();
-    let (admin, connection) = admin_config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .expect("PostgreSQL is not reachable: run the tests under pg_virtualenv (see README)");
-    tokio::spawn(connection);
-    let name = format!("query_{}", uuid::Uuid::new_v4().simple());
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    let mut config = admin_config.clone();
-    config.dbname(&name);
-    let pool = read_models::pool(config, 8).unwrap();
-    read_models::migrate(&pool).await.unwrap();
-    pool
+    _running: testkit::Running,
+    _stop_projector: oneshot::Sender<()>,
 }
 
 /// Event store, command side, projector and query side, each on its own loopback port.
 async fn start(max_wait: Duration) -> System {
-    let mut stops = Vec::new();
-    let dir = tempfile::tempdir().unwrap();
-    let store = event_store::storage::Store::open(dir.path()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let store_url = format!("esdb://{}?tls=false", listener.local_addr().unwrap());
-    let (stop, stopped) = oneshot::channel::<()>();
-    stops.push(stop);
-    tokio::spawn(event_store::server::serve(
-        listener,
-        store,
-        Default::default(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
-
-    let keys = Arc::new(InMemoryKeys::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let commands = listener.local_addr().unwrap();
-    let mut config = command_side::config::Config::from_lookup(|_| None).unwrap();
-    config.listen = commands;
-    config.event_store_url = store_url.clone();
-    config.payment_endpoint = format!("http://{commands}");
-    let (stop, stopped) = oneshot::channel::<()>();
-    stops.push(stop);
-    tokio::spawn(command_side::serve(config, keys.clone(), listener, async {
-        let _ = stopped.await;
-    }));
-
-    let pool = fresh_pool().await;
+    let running = testkit::Running::start().await;
+    let pool = testkit::fresh_database().await;
     let projector = Projector {
-        client: kurrentdb::Client::new(store_url.parse().unwrap()).unwrap(),
+        client: running.event_store_client(),
         pool: pool.clone(),
-        keys,
+        keys: running.keys.clone(),
         batches: BatchSettings::default(),
     };
     let (stop, stopped) = oneshot::channel::<()>();
-    stops.push(stop);
     tokio::spawn(async move {
         projector
             .run(async {
@@ -90,32 +40,16 @@ async fn start(max_wait: Duration) -> System {
     let http = format!("http://{}", listener.local_addr().unwrap());
     let app = query_side::router(query_side::AppState { pool, max_wait });
     tokio::spawn(async move { axum::serve(listener, app).await });
-
-    let channel = tonic::transport::Channel::from_shared(format!("http://{commands}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
     System {
         http,
-        reservations: ReservationServiceClient::new(channel),
-        _stops: stops,
-        _dir: dir,
+        reservations: ReservationServiceClient::new(running.commands.clone()),
+        _running: running,
+        _stop_projector: stop,
     }
 }
 
 fn apply_request(customer_id: &str) -> ApplyReservationRequest {
-    ApplyReservationRequest {
-        request_id: uuid::Uuid::new_v4().to_string(),
-        customer_id: customer_id.to_string(),
-        customer_name: "Grace Hopper".into(),
-        place: "1 Compiler Lane".into(),
-        request_date: (chrono::Utc::now().date_naive() + chrono::Days::new(5))
-            .format("%Y-%m-%d")
-            .to_string(),
-        price_cents: 8_800,
-        paymethod_kind: "bank_account".into(),
-    }
+    testkit::apply_request(customer_id, 8_800)
 }
 
 async fn get(url: String) -> (u16, reqwest::header::HeaderMap, Value) {
@@ -147,15 +81,15 @@ async fn one_reservation_read_your_writes_and_errors() {
     assert_eq!(headers["x-read-model-consistent"], "true");
     let entry: DashboardEntry = serde_json::from_value(body).unwrap();
     assert_eq!(entry.reservation_id.to_string(), reply.id);
-    assert_eq!(entry.customer_name.as_deref(), Some("Grace Hopper"));
-    assert_eq!(entry.place.as_deref(), Some("1 Compiler Lane"));
+    assert_eq!(entry.customer_name.as_deref(), Some("Ada Lovelace"));
+    assert_eq!(entry.place.as_deref(), Some("12 Analytical Row"));
     assert_eq!(
         (
             entry.status.as_str(),
             entry.payment_kind.as_str(),
             entry.payment_status.as_str()
         ),
-        ("requested", "bank_account", "approved")
+        ("requested", "debit_card", "approved")
     );
     assert_eq!(entry.price_cents, 8_800);
 

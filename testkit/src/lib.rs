@@ -1,0 +1,105 @@
+//! For tests only: the real parts of the system, started on loopback ports inside the test's
+//! runtime, and a throwaway PostgreSQL database per test.
+
+use std::sync::Arc;
+
+use command_side::proto::ApplyReservationRequest;
+use deadpool_postgres::Pool;
+use events::InMemoryKeys;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+/// The embedded event store and the command side, sharing one key store (as `park` does).
+pub struct Running {
+    pub event_store_url: String,
+    pub commands: Channel,
+    pub keys: Arc<InMemoryKeys>,
+    _stops: Vec<oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    pub async fn start() -> Running {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = event_store::storage::Store::open(dir.path()).expect("event store");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let event_store_url = format!("esdb://{}?tls=false", listener.local_addr().expect("addr"));
+        let (stop_store, stopped) = oneshot::channel::<()>();
+        tokio::spawn(event_store::server::serve(
+            listener,
+            store,
+            Default::default(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+
+        let keys = Arc::new(InMemoryKeys::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("addr");
+        let mut config = command_side::config::Config::from_lookup(|_| None).expect("config");
+        config.listen = address;
+        config.event_store_url = event_store_url.clone();
+        config.payment_endpoint = format!("http://{address}");
+        let (stop_commands, stopped) = oneshot::channel::<()>();
+        tokio::spawn(command_side::serve(config, keys.clone(), listener, async {
+            let _ = stopped.await;
+        }));
+        let commands = Channel::from_shared(format!("http://{address}"))
+            .expect("url")
+            .connect()
+            .await
+            .expect("command side");
+        Running {
+            event_store_url,
+            commands,
+            keys,
+            _stops: vec![stop_store, stop_commands],
+            _dir: dir,
+        }
+    }
+
+    /// A new `kurrentdb` client on this event store.
+    pub fn event_store_client(&self) -> kurrentdb::Client {
+        kurrentdb::Client::new(self.event_store_url.parse().expect("url")).expect("client")
+    }
+}
+
+/// A database of its own, migrated, on the cluster the environment names (`pg_virtualenv`).
+pub async fn fresh_database() -> Pool {
+    let admin_config = read_models::config_from_env().expect("database settings");
+    let (admin, connection) = admin_config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL is not reachable: run the tests under pg_virtualenv (see README)");
+    tokio::spawn(connection);
+    let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    let mut config = admin_config.clone();
+    config.dbname(&name);
+    let pool = read_models::pool(config, 8).expect("pool");
+    read_models::migrate(&pool).await.expect("migrations");
+    pool
+}
+
+/// A valid `ApplyReservation` request, a few days ahead, with a fresh request id.
+pub fn apply_request(customer_id: &str, price_cents: i64) -> ApplyReservationRequest {
+    ApplyReservationRequest {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        customer_id: customer_id.to_string(),
+        customer_name: "Ada Lovelace".into(),
+        place: "12 Analytical Row".into(),
+        request_date: (chrono::Utc::now().date_naive() + chrono::Days::new(3))
+            .format("%Y-%m-%d")
+            .to_string(),
+        price_cents,
+        paymethod_kind: "debit_card".into(),
+    }
+}
