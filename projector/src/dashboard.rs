@@ -10,11 +10,13 @@ use domain::reservation::ReservationEvent;
 use events::Event;
 use tokio_postgres::Transaction;
 
-/// One event with where and when it was written.
+/// One event with where and when it was written, and what caused it.
 pub struct Applied<'a> {
     pub event: &'a Event,
+    pub stream: &'a str,
     pub position: i64,
     pub created: DateTime<Utc>,
+    pub metadata: Option<events::Metadata>,
 }
 
 pub async fn apply(

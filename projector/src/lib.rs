@@ -7,6 +7,7 @@
 //! update. A batch waits at most `max_wait` for more events.
 
 pub mod dashboard;
+pub mod timeline;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -64,11 +65,13 @@ impl From<deadpool_postgres::PoolError> for ProjectorError {
     }
 }
 
-/// A decoded event and where it sits in the log.
+/// A decoded event, where it sits in the log, and what caused it.
 struct Received {
     event: Event,
+    stream: String,
     position: u64,
     created: DateTime<Utc>,
+    metadata: Option<Metadata>,
 }
 
 pub struct Projector<K> {
@@ -149,10 +152,13 @@ impl<K: KeyStore> Projector<K> {
                 Ok(received) => {
                     let applied = dashboard::Applied {
                         event: &received.event,
+                        stream: &received.stream,
                         position: received.position as i64,
                         created: received.created,
+                        metadata: received.metadata,
                     };
                     dashboard::apply(&tx, &applied).await?;
+                    timeline::apply(&tx, &applied).await?;
                     last = Some(received.position);
                 }
                 Err(e) => {
@@ -199,8 +205,8 @@ async fn read<K: KeyStore>(
         };
         let recorded = event.get_original_event();
         let position = recorded.position.commit;
-        let version = serde_json::from_slice::<Metadata>(&recorded.custom_metadata)
-            .map_or(events::SCHEMA_VERSION, |m| m.schema_version);
+        let metadata = serde_json::from_slice::<Metadata>(&recorded.custom_metadata).ok();
+        let version = metadata.map_or(events::SCHEMA_VERSION, |m| m.schema_version);
         let key = match events::sealing_key_id(&recorded.event_type, &recorded.data) {
             Some(id) => keys
                 .key_for_reading(&id)
@@ -211,8 +217,10 @@ async fn read<K: KeyStore>(
         let decoded = events::decode(&recorded.event_type, version, &recorded.data, key.as_ref())
             .map(|event| Received {
                 event,
+                stream: recorded.stream_id().to_string(),
                 position,
                 created: recorded.created,
+                metadata,
             })
             .map_err(|e| ProjectorError::Poison {
                 position,

@@ -38,6 +38,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/dashboard", get(list_dashboard))
         .route("/dashboard/{reservation_id}", get(one_reservation))
+        .route("/reservations/{reservation_id}/timeline", get(timeline))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .fallback(|| async { Problem::not_found("no such resource") })
@@ -203,6 +204,64 @@ async fn one_reservation(
         .await?
         .ok_or_else(|| Problem::not_found(format!("no reservation {id}")))?;
     Ok(consistency.apply(Json(entry(&row)).into_response()))
+}
+
+/// One event of a reservation's history.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct TimelineEntry {
+    pub position: i64,
+    pub event_type: String,
+    pub stream: String,
+    pub occurred_at: DateTime<Utc>,
+    pub correlation_id: Option<Uuid>,
+    pub causation_id: Option<Uuid>,
+    pub summary: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Timeline {
+    pub reservation_id: Uuid,
+    pub events: Vec<TimelineEntry>,
+}
+
+/// Every event the reservation caused, in log order, with the request behind each.
+async fn timeline(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(reservation_id): Path<String>,
+    Query(params): Query<ListParams>,
+) -> Result<Response, Problem> {
+    let id = Uuid::parse_str(&reservation_id)
+        .map_err(|_| Problem::malformed("reservation_id", "must be a UUID"))?;
+    let consistency = wait_for(&state, &headers, params.min_position.as_deref()).await?;
+    let client = state.pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT position, event_type, stream, occurred_at, correlation_id, causation_id, summary
+             FROM timeline WHERE reservation_id = $1 ORDER BY position",
+            &[&id],
+        )
+        .await?;
+    if rows.is_empty() {
+        return Err(Problem::not_found(format!("no reservation {id}")));
+    }
+    let events = rows
+        .iter()
+        .map(|r| TimelineEntry {
+            position: r.get(0),
+            event_type: r.get(1),
+            stream: r.get(2),
+            occurred_at: r.get(3),
+            correlation_id: r.get(4),
+            causation_id: r.get(5),
+            summary: r.get(6),
+        })
+        .collect();
+    let body = Timeline {
+        reservation_id: id,
+        events,
+    };
+    Ok(consistency.apply(Json(body).into_response()))
 }
 
 async fn ready(State(state): State<AppState>) -> Response {

@@ -218,3 +218,72 @@ async fn pages_and_filters_the_dashboard() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeline_shows_every_event_with_its_request() {
+    let mut s = start(Duration::from_secs(5)).await;
+    let mut request = tonic::Request::new(apply_request(&uuid::Uuid::new_v4().to_string()));
+    let correlation = uuid::Uuid::new_v4();
+    request
+        .metadata_mut()
+        .insert("x-correlation-id", correlation.to_string().parse().unwrap());
+    let applied = s
+        .reservations
+        .apply_reservation(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let started = s
+        .reservations
+        .start_cleaning(StartCleaningRequest {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            reservation_id: applied.id.clone(),
+            cleaner: "Team B".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let (status, _, body) = get(format!(
+        "{}/reservations/{}/timeline?min_position={}",
+        s.http, applied.id, started.position
+    ))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let timeline: query_side::Timeline = serde_json::from_value(body).unwrap();
+    let kinds: Vec<&str> = timeline
+        .events
+        .iter()
+        .map(|e| e.event_type.as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["PaymentApproved", "CleaningRequested", "CleaningStarted"]
+    );
+    // The payment and the reservation came from one request: one correlation id.
+    assert_eq!(timeline.events[0].correlation_id, Some(correlation));
+    assert_eq!(timeline.events[1].correlation_id, Some(correlation));
+    assert_ne!(timeline.events[2].correlation_id, Some(correlation));
+    assert!(timeline
+        .events
+        .windows(2)
+        .all(|w| w[0].position < w[1].position));
+    assert_eq!(timeline.events[2].summary, "Cleaning started by Team B");
+    assert!(
+        timeline.events.iter().all(|e| !e.summary.contains("Ada")),
+        "no personal data"
+    );
+
+    let (status, _, _) = get(format!(
+        "{}/reservations/{}/timeline",
+        s.http,
+        uuid::Uuid::new_v4()
+    ))
+    .await;
+    assert_eq!(status, 404);
+    let (status, _, body) = get(format!("{}/reservations/nope/timeline", s.http)).await;
+    assert_eq!(
+        (status, body["parameter"].as_str()),
+        (400, Some("reservation_id"))
+    );
+}

@@ -1,0 +1,106 @@
+//! The per-reservation timeline: every event a reservation caused, with its correlation and
+//! causation ids, in log order.
+
+use domain::message::MessageEvent;
+use domain::payment::PaymentEvent;
+use domain::reservation::ReservationEvent;
+use domain::ReservationId;
+use events::Event;
+use tokio_postgres::Transaction;
+
+use crate::dashboard::Applied;
+
+/// The reservation an event belongs to, and a summary without personal data.
+fn entry(event: &Event) -> Option<(ReservationId, String)> {
+    let cents = |c: u64| format!("{}.{:02}", c / 100, c % 100);
+    Some(match event {
+        Event::Reservation(ReservationEvent::CleaningRequested(r)) => (
+            r.reservation_id,
+            format!(
+                "Cleaning requested for {} at {}",
+                r.request_date,
+                cents(r.price.cents())
+            ),
+        ),
+        Event::Reservation(ReservationEvent::CleaningStarted {
+            reservation_id,
+            cleaner,
+        }) => (
+            *reservation_id,
+            match cleaner {
+                Some(cleaner) => format!("Cleaning started by {cleaner}"),
+                None => "Cleaning started".into(),
+            },
+        ),
+        Event::Reservation(ReservationEvent::CleaningCompleted { reservation_id }) => {
+            (*reservation_id, "Cleaning completed".into())
+        }
+        Event::Reservation(ReservationEvent::ReservationCancelled {
+            reservation_id,
+            reason,
+        }) => (*reservation_id, format!("Reservation cancelled: {reason}")),
+        Event::Payment(PaymentEvent::PaymentApproved {
+            reservation_id,
+            amount,
+            paymethod_kind,
+            ..
+        }) => (
+            *reservation_id,
+            format!(
+                "Payment of {} approved ({})",
+                cents(amount.cents()),
+                paymethod_kind.map_or("unknown method", |k| k.as_str())
+            ),
+        ),
+        Event::Payment(PaymentEvent::PaymentDeclined {
+            reservation_id,
+            amount,
+            reason,
+            ..
+        }) => (
+            *reservation_id,
+            format!("Payment of {} declined: {reason}", cents(amount.cents())),
+        ),
+        Event::Payment(PaymentEvent::PaymentCancelled {
+            reservation_id,
+            amount,
+            ..
+        }) => (
+            *reservation_id,
+            format!("Payment of {} refunded", cents(amount.cents())),
+        ),
+        Event::Message(MessageEvent::MessageSent {
+            reservation_id: Some(reservation_id),
+            cause,
+            ..
+        }) => (*reservation_id, format!("Customer notified ({cause})")),
+        _ => return None,
+    })
+}
+
+pub async fn apply(
+    tx: &Transaction<'_>,
+    applied: &Applied<'_>,
+) -> Result<(), tokio_postgres::Error> {
+    let Some((reservation_id, summary)) = entry(applied.event) else {
+        return Ok(());
+    };
+    tx.execute(
+        "INSERT INTO timeline (reservation_id, position, event_type, stream, occurred_at,
+             correlation_id, causation_id, summary)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (reservation_id, position) DO NOTHING",
+        &[
+            &reservation_id.uuid(),
+            &applied.position,
+            &applied.event.event_type(),
+            &applied.stream,
+            &applied.created,
+            &applied.metadata.map(|m| m.correlation_id),
+            &applied.metadata.map(|m| m.causation_id),
+            &summary,
+        ],
+    )
+    .await?;
+    Ok(())
+}
