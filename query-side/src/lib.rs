@@ -36,6 +36,7 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(page))
         .route("/dashboard", get(list_dashboard))
         .route("/dashboard/{reservation_id}", get(one_reservation))
         .route("/reservations/{reservation_id}/timeline", get(timeline))
@@ -49,6 +50,12 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The dashboard page: plain HTML and a little JavaScript that polls the JSON endpoints, so
+/// updates arrive without reloading and nothing needs a front-end build.
+async fn page() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("../assets/index.html"))
 }
 
 /// One dashboard row: every fact of a reservation. Personal fields are `null` only when erased.

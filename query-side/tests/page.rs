@@ -1,0 +1,137 @@
+//! The dashboard page in a real browser: headless Chromium (Debian's `chromium` package) loads
+//! it from the running query side after a reservation is applied and another cancelled, and
+//! the test reads what a person would see.
+
+use std::time::Duration;
+
+use command_side::proto::reservation_service_client::ReservationServiceClient;
+use command_side::proto::CancelReservationRequest;
+use projector::{BatchSettings, Projector};
+
+fn chromium() -> String {
+    std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
+}
+
+/// The page's DOM after its scripts ran (virtual time lets the fetches complete).
+async fn rendered(url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .output()
+        .await
+        .expect("chromium is not installed (apt-get install chromium, as .ci/run does)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+async fn screenshot(url: &str, path: &str) {
+    let profile = tempfile::tempdir().unwrap();
+    let status = tokio::process::Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+        ])
+        .args([
+            "--virtual-time-budget=5000",
+            "--window-size=1200,700",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--screenshot={path}"))
+        .arg(url)
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_sees_reservations_and_their_state() {
+    let running = testkit::Running::start().await;
+    let pool = testkit::fresh_database().await;
+    let projector = Projector {
+        client: running.event_store_client(),
+        pool: pool.clone(),
+        keys: running.keys.clone(),
+        batches: BatchSettings::default(),
+    };
+    tokio::spawn(async move { projector.run(std::future::pending()).await });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = format!("http://{}", listener.local_addr().unwrap());
+    let app = query_side::router(query_side::AppState {
+        pool,
+        max_wait: Duration::from_secs(5),
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut reservations = ReservationServiceClient::new(running.commands.clone());
+    let customer = uuid::Uuid::new_v4().to_string();
+    let kept = reservations
+        .apply_reservation(testkit::apply_request(&customer, 12_500))
+        .await
+        .unwrap()
+        .into_inner();
+    let other = reservations
+        .apply_reservation(testkit::apply_request(&customer, 7_000))
+        .await
+        .unwrap()
+        .into_inner();
+    let cancelled = reservations
+        .cancel_reservation(CancelReservationRequest {
+            request_id: String::new(),
+            reservation_id: other.id.clone(),
+            reason: "moved".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Wait until the read model shows the cancellation, as the page will.
+    let response = reqwest::get(format!(
+        "{http}/dashboard?min_position={}",
+        cancelled.position
+    ))
+    .await
+    .unwrap();
+    assert_eq!(response.headers()["x-read-model-consistent"], "true");
+
+    // PAGE_SCREENSHOT=file.png keeps a picture of the page, to look at it as a person would.
+    if let Ok(path) = std::env::var("PAGE_SCREENSHOT") {
+        screenshot(&format!("{http}/"), &path).await;
+    }
+    let dom = rendered(&format!("{http}/")).await;
+    assert!(dom.contains("Cleaning Service Park"), "{dom}");
+    assert_eq!(dom.matches(r#"class="reservation""#).count(), 2, "{dom}");
+    assert!(dom.contains(&format!(r#"data-id="{}""#, kept.id)));
+    assert!(dom.contains("Ada Lovelace") && dom.contains("12 Analytical Row"));
+    assert!(dom.contains("125.00") && dom.contains("70.00"));
+    assert!(
+        dom.contains(r#"class="status status-cancelled">cancelled"#),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(r#"class="status status-requested">requested"#),
+        "{dom}"
+    );
+    assert!(dom.contains("debit card · approved"), "{dom}");
+    assert!(dom.contains("2 reservation(s)"), "{dom}");
+}
