@@ -1,8 +1,11 @@
 //! `park`: Cleaning Service Park on one machine, on its embedded defaults.
 //!
-//! Starts the embedded event store and the command side in this process, prints where each
-//! listens and a ready-to-paste `grpcurl` call, and stops everything cleanly on Ctrl-C or
-//! SIGTERM (the command side drains first, then the store).
+//! Starts, in this process, the embedded event store, the command side, the projector and the
+//! query side, on a PostgreSQL of its own under the data directory unless `DATABASE_URL` (or
+//! `PGHOST`) names one; prints where each listens with ready-to-paste calls; and stops
+//! everything cleanly on Ctrl-C or SIGTERM (the command side drains first, the database last).
+
+mod postgres;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +27,12 @@ struct Args {
     /// The command side's gRPC address.
     #[arg(long, env = "COMMAND_LISTEN", default_value = "127.0.0.1:50051")]
     commands: SocketAddr,
+    /// The query side's HTTP address (the dashboard page is at its root).
+    #[arg(long, env = "QUERY_LISTEN", default_value = "127.0.0.1:8080")]
+    queries: SocketAddr,
+    /// The port of the local PostgreSQL started when no database is given.
+    #[arg(long, env = "PARK_PG_PORT", default_value_t = 55432)]
+    pg_port: u16,
 }
 
 #[tokio::main]
@@ -72,24 +81,106 @@ async fn main() -> anyhow::Result<()> {
     let mut commands_stop = stop.clone();
     let commands = tokio::spawn(command_side::serve(
         config,
-        keys,
+        keys.clone(),
         command_listener,
         async move {
             let _ = commands_stop.wait_for(|s| *s).await;
         },
     ));
 
-    print_welcome(&args, &store_dir);
-    lifecycle::shutdown_signal().await;
-    println!("\nStopping: the command side drains, then the event store closes.");
+    // The read models: the given database, or a local one of our own.
+    let given = std::env::var_os("DATABASE_URL").is_some() || std::env::var_os("PGHOST").is_some();
+    let (local_pg, db_config) = if given {
+        (None, read_models::config_from_env()?)
+    } else {
+        let local = postgres::LocalPostgres::start(&args.data_dir.join("postgres"), args.pg_port)?;
+        create_database(&local.config("postgres"), "park").await?;
+        let config = local.config("park");
+        (Some(local), config)
+    };
+    let pool = read_models::pool(db_config, 8)?;
+    read_models::migrate(&pool)
+        .await
+        .context("cannot migrate the read models")?;
+
+    let projector = projector::Projector {
+        client: kurrentdb::Client::new(format!("esdb://{}?tls=false", args.event_store).parse()?)
+            .map_err(|e| anyhow::anyhow!("event store client: {e}"))?,
+        pool: pool.clone(),
+        keys: keys.clone(),
+        batches: Default::default(),
+    };
+    let mut projector_stop = stop.clone();
+    let projecting = tokio::spawn(async move {
+        projector
+            .run(async move {
+                let _ = projector_stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+
+    let query_listener = tokio::net::TcpListener::bind(args.queries)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is something else using it?)",
+                args.queries
+            )
+        })?;
+    let app = query_side::router(query_side::AppState {
+        pool,
+        max_wait: std::time::Duration::from_secs(2),
+    });
+    let mut query_stop = stop.clone();
+    let queries = tokio::spawn(async move {
+        axum::serve(query_listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = query_stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+
+    print_welcome(&args, &store_dir, local_pg.as_ref().map(|p| p.port));
+    tokio::select! {
+        _ = lifecycle::shutdown_signal() => {}
+        result = projecting => {
+            eprintln!("the projector stopped: {result:?}");
+        }
+    }
+    println!("\nStopping: the command side drains, then the read side and the event store close.");
     let _ = stop_tx.send(true);
-    commands.await??;
-    event_store.await??;
+    let outcome = async {
+        commands.await??;
+        queries.await??;
+        event_store.await??;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Some(local) = local_pg {
+        local.stop();
+    }
+    outcome?;
     println!("Stopped.");
     Ok(())
 }
 
-fn print_welcome(args: &Args, store_dir: &std::path::Path) {
+/// Creates `name` on the cluster unless it exists.
+async fn create_database(config: &tokio_postgres::Config, name: &str) -> anyhow::Result<()> {
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await?
+        .is_some();
+    if !exists {
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await?;
+    }
+    Ok(())
+}
+
+fn print_welcome(args: &Args, store_dir: &std::path::Path, local_pg: Option<u16>) {
     let date = (chrono::Utc::now().date_naive() + chrono::Days::new(3)).format("%Y-%m-%d");
     let request = uuid::Uuid::new_v4();
     let customer = uuid::Uuid::new_v4();
@@ -98,14 +189,25 @@ fn print_welcome(args: &Args, store_dir: &std::path::Path) {
 
   event store   esdb://{store}?tls=false   (data in {dir})
   command side  {commands}   gRPC, package cleaning.v1, with reflection and health
+  read models   {database}
+  query side    http://{queries}/   the dashboard page; JSON at /dashboard
 
 Try it (grpcurl lists everything through reflection: grpcurl -plaintext {commands} list):
 
   grpcurl -plaintext -d '{{"request_id":"{request}","customer_id":"{customer}","customer_name":"Ada Lovelace","place":"12 Analytical Row","request_date":"{date}","price_cents":12500,"paymethod_kind":"credit_card"}}' {commands} cleaning.v1.ReservationService/ApplyReservation
+  curl 'http://{queries}/dashboard?customer_id={customer}'
 
 Ctrl-C stops everything."#,
         store = args.event_store,
         dir = store_dir.display(),
         commands = args.commands,
+        queries = args.queries,
+        database = match local_pg {
+            Some(port) => format!(
+                "PostgreSQL on 127.0.0.1:{port}, started for this run (data in {})",
+                args.data_dir.join("postgres").display()
+            ),
+            None => "the PostgreSQL named by DATABASE_URL / PG*".to_string(),
+        },
     );
 }
