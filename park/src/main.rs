@@ -119,6 +119,26 @@ async fn main() -> anyhow::Result<()> {
             .await
     });
 
+    // The policies act through the command side, like any client.
+    let command_channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", args.commands))?.connect_lazy();
+    let refunds = policies::RefundOnCancel {
+        events: kurrentdb::Client::new(format!("esdb://{}?tls=false", args.event_store).parse()?)
+            .map_err(|e| anyhow::anyhow!("event store client: {e}"))?,
+        payments: command_side::proto::payment_service_client::PaymentServiceClient::new(
+            command_channel,
+        ),
+        pool: pool.clone(),
+    };
+    let mut refunds_stop = stop.clone();
+    let refunding = tokio::spawn(async move {
+        refunds
+            .run(async move {
+                let _ = refunds_stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+
     let query_listener = tokio::net::TcpListener::bind(args.queries)
         .await
         .with_context(|| {
@@ -145,6 +165,9 @@ async fn main() -> anyhow::Result<()> {
         _ = lifecycle::shutdown_signal() => {}
         result = projecting => {
             eprintln!("the projector stopped: {result:?}");
+        }
+        result = refunding => {
+            eprintln!("the refund policy stopped: {result:?}");
         }
     }
     println!("\nStopping: the command side drains, then the read side and the event store close.");

@@ -17,6 +17,8 @@ use crate::store::{RequestContext, Written};
 
 /// The correlation id travels in this metadata key, in and out.
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
+/// A policy acting on an event names that event as the cause of what it asks for.
+pub const CAUSATION_HEADER: &str = "x-causation-id";
 
 /// The request's context: its id (for idempotency) and its correlation id.
 pub fn context<T>(
@@ -35,16 +37,17 @@ pub fn context<T>(
             )
             .unwrap_or_default()
     };
-    let correlation_id = request
-        .metadata()
-        .get(CORRELATION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| Uuid::parse_str(v.trim()).ok())
-        .unwrap_or_else(Uuid::new_v4);
+    let header = |name: &str| {
+        request
+            .metadata()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| Uuid::parse_str(v.trim()).ok())
+    };
     RequestContext {
         request_id,
-        correlation_id,
-        causation_id: request_id,
+        correlation_id: header(CORRELATION_HEADER).unwrap_or_else(Uuid::new_v4),
+        causation_id: header(CAUSATION_HEADER).unwrap_or(request_id),
     }
 }
 
