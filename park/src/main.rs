@@ -160,7 +160,11 @@ async fn main() -> anyhow::Result<()> {
             .await
     });
 
-    print_welcome(&args, &store_dir, local_pg.as_ref().map(|p| p.port));
+    print_welcome(
+        &args,
+        &store_dir,
+        local_pg.as_ref().map(|p| (p.port, p.dir.clone())),
+    );
     tokio::select! {
         _ = lifecycle::shutdown_signal() => {}
         result = projecting => {
@@ -203,7 +207,7 @@ async fn create_database(config: &tokio_postgres::Config, name: &str) -> anyhow:
     Ok(())
 }
 
-fn print_welcome(args: &Args, store_dir: &std::path::Path, local_pg: Option<u16>) {
+fn print_welcome(args: &Args, store_dir: &std::path::Path, local_pg: Option<(u16, PathBuf)>) {
     let date = (chrono::Utc::now().date_naive() + chrono::Days::new(3)).format("%Y-%m-%d");
     let request = uuid::Uuid::new_v4();
     let customer = uuid::Uuid::new_v4();
@@ -226,9 +230,9 @@ Ctrl-C stops everything."#,
         commands = args.commands,
         queries = args.queries,
         database = match local_pg {
-            Some(port) => format!(
+            Some((port, data)) => format!(
                 "PostgreSQL on 127.0.0.1:{port}, started for this run (data in {})",
-                args.data_dir.join("postgres").display()
+                data.display()
             ),
             None => "the PostgreSQL named by DATABASE_URL / PG*".to_string(),
         },

@@ -10,7 +10,8 @@ use anyhow::{bail, Context};
 
 pub struct LocalPostgres {
     bindir: PathBuf,
-    dir: PathBuf,
+    /// Where the cluster's data lives.
+    pub dir: PathBuf,
     as_postgres: bool,
     pub port: u16,
 }
@@ -19,23 +20,33 @@ impl LocalPostgres {
     /// Initialises the cluster on first use, then starts it on `port` (loopback only).
     pub fn start(dir: &Path, port: u16) -> anyhow::Result<LocalPostgres> {
         let bindir = bindir()?;
-        let dir = std::path::absolute(dir)?;
+        let mut dir = std::path::absolute(dir)?;
         let as_postgres = is_root();
         std::fs::create_dir_all(&dir)?;
+        if as_postgres {
+            chown_to_postgres(&dir)?;
+            if !postgres_can_use(&dir) {
+                // Under a directory only root may enter (such as /root): keep the cluster where
+                // the postgres user can, one per data directory.
+                let name = dir
+                    .to_string_lossy()
+                    .trim_start_matches('/')
+                    .replace('/', "_");
+                dir = PathBuf::from("/var/lib/postgresql/cleaning-service-park").join(name);
+                std::fs::create_dir_all(&dir)?;
+                chown_to_postgres(&dir)?;
+                println!(
+                    "PostgreSQL data: {} (the postgres user cannot enter the data directory)",
+                    dir.display()
+                );
+            }
+        }
         let local = LocalPostgres {
             bindir,
             dir,
             as_postgres,
             port,
         };
-        if local.as_postgres {
-            local.run(
-                Command::new("chown")
-                    .args(["-R", "postgres:postgres"])
-                    .arg(&local.dir),
-                false,
-            )?;
-        }
         if !local.dir.join("PG_VERSION").exists() {
             let mut initdb = local.tool("initdb");
             initdb.arg("-D").arg(&local.dir).args([
@@ -93,9 +104,7 @@ impl LocalPostgres {
     fn tool(&self, name: &str) -> Command {
         let program = self.bindir.join(name);
         if self.as_postgres {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(program);
-            command
+            as_postgres(program)
         } else {
             Command::new(program)
         }
@@ -113,6 +122,37 @@ impl LocalPostgres {
         }
         Ok(())
     }
+}
+
+/// `program` run as the postgres user, from a directory it may enter.
+fn as_postgres(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new("runuser");
+    command
+        .args(["-u", "postgres", "--"])
+        .arg(program)
+        .current_dir("/");
+    command
+}
+
+fn chown_to_postgres(dir: &Path) -> anyhow::Result<()> {
+    let status = Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(dir)
+        .status()?;
+    anyhow::ensure!(
+        status.success(),
+        "cannot give {} to the postgres user",
+        dir.display()
+    );
+    Ok(())
+}
+
+fn postgres_can_use(dir: &Path) -> bool {
+    as_postgres("test")
+        .arg("-w")
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn is_root() -> bool {
