@@ -184,6 +184,26 @@ async fn every_field_follows_each_kind_of_event() {
         12_500
     );
 
+    // A rebuild from the log into a fresh database cannot bring the personal data back.
+    let rebuilt_pool = testkit::fresh_database().await;
+    let rebuilt = Arc::new(self::projector(&s, &rebuilt_pool, BatchSettings::default()));
+    let running = rebuilt.clone();
+    let rebuilding = tokio::spawn(async move { running.run(std::future::pending()).await });
+    caught_up(&rebuilt, forgotten.position).await;
+    rebuilding.abort();
+    for id in [&applied.id, &other.id] {
+        let r = row(&rebuilt_pool, id).await;
+        assert_eq!(r.get::<_, Option<String>>("customer_name"), None);
+        assert_eq!(r.get::<_, Option<String>>("place"), None);
+        assert!(r.get::<_, bool>("personal_erased"));
+    }
+    assert_eq!(
+        row(&rebuilt_pool, &other.id)
+            .await
+            .get::<_, String>("status"),
+        "cancelled"
+    );
+
     let _ = stop.send(());
     task.await.unwrap().unwrap();
 }
