@@ -199,8 +199,7 @@ async fn one_reservation(
     Path(reservation_id): Path<String>,
     Query(params): Query<ListParams>,
 ) -> Result<Response, Problem> {
-    let id = Uuid::parse_str(&reservation_id)
-        .map_err(|_| Problem::malformed("reservation_id", "must be a UUID"))?;
+    let id = reservation_id_from_path(&reservation_id)?;
     let consistency = wait_for(&state, &headers, params.min_position.as_deref()).await?;
     let client = state.pool.get().await?;
     let row = client
@@ -238,8 +237,7 @@ async fn timeline(
     Path(reservation_id): Path<String>,
     Query(params): Query<ListParams>,
 ) -> Result<Response, Problem> {
-    let id = Uuid::parse_str(&reservation_id)
-        .map_err(|_| Problem::malformed("reservation_id", "must be a UUID"))?;
+    let id = reservation_id_from_path(&reservation_id)?;
     let consistency = wait_for(&state, &headers, params.min_position.as_deref()).await?;
     let client = state.pool.get().await?;
     let rows = client
@@ -269,6 +267,10 @@ async fn timeline(
         events,
     };
     Ok(consistency.apply(Json(body).into_response()))
+}
+
+fn reservation_id_from_path(text: &str) -> Result<Uuid, Problem> {
+    Uuid::parse_str(text).map_err(|_| Problem::malformed("reservation_id", "must be a UUID"))
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
