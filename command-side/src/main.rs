@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use command_side::config::Config;
-use events::InMemoryKeys;
+use customer_keys::PostgresKeys;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -19,8 +19,11 @@ async fn main() -> anyhow::Result<()> {
         payment_endpoint = %config.payment_endpoint,
         "command side serving cleaning.v1 (reflection and health included)"
     );
-    // Keys live in memory until the PostgreSQL key store exists: a restart forgets them.
-    let keys = Arc::new(InMemoryKeys::default());
+    // Customers' data keys: `KEY_STORE_URL`, else the read models' database settings.
+    let keys = PostgresKeys::connect(customer_keys::config_from_env()?, 8)
+        .await
+        .context("cannot reach the key store")?;
+    let keys = Arc::new(keys);
     command_side::serve(config, keys, listener, lifecycle::shutdown_signal()).await?;
     tracing::info!("command side stopped");
     Ok(())

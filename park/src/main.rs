@@ -77,17 +77,6 @@ async fn main() -> anyhow::Result<()> {
                 args.commands
             )
         })?;
-    let keys = Arc::new(events::InMemoryKeys::default());
-    let mut commands_stop = stop.clone();
-    let commands = tokio::spawn(command_side::serve(
-        config,
-        keys.clone(),
-        command_listener,
-        async move {
-            let _ = commands_stop.wait_for(|s| *s).await;
-        },
-    ));
-
     // The read models: the given database, or a local one of our own.
     let given = std::env::var_os("DATABASE_URL").is_some() || std::env::var_os("PGHOST").is_some();
     let (local_pg, db_config) = if given {
@@ -102,6 +91,25 @@ async fn main() -> anyhow::Result<()> {
     read_models::migrate(&pool)
         .await
         .context("cannot migrate the read models")?;
+
+    // Customers' data keys: `KEY_STORE_URL` when given, else beside the read models.
+    let keys = match std::env::var("KEY_STORE_URL") {
+        Ok(url) if !url.is_empty() => {
+            customer_keys::PostgresKeys::connect(customer_keys::config_from_env()?, 8).await
+        }
+        _ => customer_keys::PostgresKeys::with_pool(pool.clone()).await,
+    }
+    .context("cannot reach the key store")?;
+    let keys = Arc::new(keys);
+    let mut commands_stop = stop.clone();
+    let commands = tokio::spawn(command_side::serve(
+        config,
+        keys.clone(),
+        command_listener,
+        async move {
+            let _ = commands_stop.wait_for(|s| *s).await;
+        },
+    ));
 
     let projector = projector::Projector {
         client: kurrentdb::Client::new(format!("esdb://{}?tls=false", args.event_store).parse()?)

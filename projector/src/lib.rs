@@ -15,10 +15,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use events::{Event, KeyStore, Metadata};
+use domain::customer::CustomerEvent;
+use events::{CustomerKey, Event, KeyStore, Metadata};
 use kurrentdb::{
     Position, StreamPosition, SubscribeToAllOptions, SubscriptionEvent, SubscriptionFilter,
 };
+use std::collections::HashMap;
 use tokio::sync::mpsc;
 
 pub use read_models::DbError;
@@ -197,6 +199,7 @@ async fn read<K: KeyStore>(
         .position(start)
         .filter(filter);
     let mut subscription = client.subscribe_to_all(&options).await;
+    let mut known_keys = KnownKeys::default();
     loop {
         let event = match subscription.next_subscription_event().await {
             Ok(SubscriptionEvent::EventAppeared(event)) => event,
@@ -208,10 +211,7 @@ async fn read<K: KeyStore>(
         let metadata = serde_json::from_slice::<Metadata>(&recorded.custom_metadata).ok();
         let version = metadata.map_or(events::SCHEMA_VERSION, |m| m.schema_version);
         let key = match events::sealing_key_id(&recorded.event_type, &recorded.data) {
-            Some(id) => keys
-                .key_for_reading(&id)
-                .await
-                .map_err(|e| ProjectorError::EventStore(e.to_string()))?,
+            Some(id) => known_keys.get(&id, keys.as_ref()).await,
             None => None,
         };
         let decoded = events::decode(&recorded.event_type, version, &recorded.data, key.as_ref())
@@ -226,9 +226,57 @@ async fn read<K: KeyStore>(
                 position,
                 reason: e.to_string(),
             });
+        if let Ok(Received {
+            event: Event::Customer(CustomerEvent::CustomerForgotten { customer_id }),
+            ..
+        }) = &decoded
+        {
+            known_keys.forgotten(*customer_id);
+        }
         let poisoned = decoded.is_err();
         if tx.send(decoded).await.is_err() || poisoned {
             return Ok(());
         }
+    }
+}
+
+/// The keys this reader has looked up, so that a replay asks the key store once per customer,
+/// not once per event. A customer's `CustomerForgotten` drops their key here too, so nothing
+/// later in the log opens with a key that has since been destroyed.
+#[derive(Default)]
+struct KnownKeys {
+    keys: HashMap<String, Option<CustomerKey>>,
+}
+
+impl KnownKeys {
+    /// Enough for every active customer; past it, the cache starts again rather than grow.
+    const MAX: usize = 100_000;
+
+    async fn get<K: KeyStore>(&mut self, key_id: &str, store: &K) -> Option<CustomerKey> {
+        if let Some(key) = self.keys.get(key_id) {
+            return key.clone();
+        }
+        // An unreachable key store pauses projection (retrying) instead of showing data as
+        // erased that is not: the lag metric shows the pause.
+        let mut pause = Duration::from_millis(100);
+        let key = loop {
+            match store.key_for_reading(key_id).await {
+                Ok(key) => break key,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?pause, "key store unavailable");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        if self.keys.len() >= Self::MAX {
+            self.keys.clear();
+        }
+        self.keys.insert(key_id.to_string(), key.clone());
+        key
+    }
+
+    fn forgotten(&mut self, customer: domain::CustomerId) {
+        self.keys.insert(events::sealing::key_id(customer), None);
     }
 }

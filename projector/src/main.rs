@@ -1,7 +1,7 @@
 //! `projector`: builds the dashboard read model in PostgreSQL from the event store.
 //!
 //! Settings: `EVENT_STORE_URL` (esdb://127.0.0.1:2113?tls=false), `DATABASE_URL` or the `PG*`
-//! variables, `BATCH_MAX_EVENTS` (500), `BATCH_MAX_WAIT_MS` (5).
+//! variables, `KEY_STORE_URL` (the same database), `BATCH_MAX_EVENTS` (500), `BATCH_MAX_WAIT_MS` (5).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,9 +40,11 @@ async fn main() -> anyhow::Result<()> {
         max_events: setting("BATCH_MAX_EVENTS", 500)?,
         max_wait: Duration::from_millis(setting("BATCH_MAX_WAIT_MS", 5)?),
     };
-    // Keys live in memory until the PostgreSQL key store exists: a separate projector process
-    // shows personal fields as erased; `park` shares one key store between its parts.
-    let keys = Arc::new(events::InMemoryKeys::default());
+    // The same key store the command side seals with: `KEY_STORE_URL`, else the database above.
+    let keys = customer_keys::PostgresKeys::connect(customer_keys::config_from_env()?, 2)
+        .await
+        .context("cannot reach the key store")?;
+    let keys = Arc::new(keys);
     let projector = Projector {
         client,
         pool,

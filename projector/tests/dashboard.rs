@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use command_side::proto::reservation_service_client::ReservationServiceClient;
 use command_side::proto::*;
+use customer_keys::PostgresKeys;
 use deadpool_postgres::Pool;
-use events::InMemoryKeys;
 use projector::{BatchSettings, Projector};
 use tokio::sync::oneshot;
 
@@ -25,7 +25,7 @@ async fn start_system() -> System {
     }
 }
 
-fn projector(system: &System, pool: &Pool, batches: BatchSettings) -> Projector<InMemoryKeys> {
+fn projector(system: &System, pool: &Pool, batches: BatchSettings) -> Projector<PostgresKeys> {
     Projector {
         client: system.running.event_store_client(),
         pool: pool.clone(),
@@ -35,7 +35,7 @@ fn projector(system: &System, pool: &Pool, batches: BatchSettings) -> Projector<
 }
 
 /// Waits until the dashboard has applied `position`.
-async fn caught_up(projector: &Projector<InMemoryKeys>, position: u64) {
+async fn caught_up(projector: &Projector<PostgresKeys>, position: u64) {
     for _ in 0..500 {
         if projector
             .checkpoint()

@@ -4,16 +4,17 @@
 use std::sync::Arc;
 
 use command_side::proto::ApplyReservationRequest;
+use customer_keys::PostgresKeys;
 use deadpool_postgres::Pool;
-use events::InMemoryKeys;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
-/// The embedded event store and the command side, sharing one key store (as `park` does).
+/// The embedded event store and the command side, with the PostgreSQL key store in a database of
+/// its own (as deployed: the projector under test reaches the same keys).
 pub struct Running {
     pub event_store_url: String,
     pub commands: Channel,
-    pub keys: Arc<InMemoryKeys>,
+    pub keys: Arc<PostgresKeys>,
     _stops: Vec<oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
 }
@@ -36,7 +37,11 @@ impl Running {
             },
         ));
 
-        let keys = Arc::new(InMemoryKeys::default());
+        let keys = Arc::new(
+            PostgresKeys::with_pool(fresh_database().await)
+                .await
+                .expect("key store"),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
