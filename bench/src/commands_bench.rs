@@ -7,7 +7,9 @@ use command_side::proto::reservation_service_client::ReservationServiceClient;
 use command_side::proto::ApplyReservationRequest;
 use tonic::transport::Channel;
 
-use crate::processes::{free_port, start, start_event_store};
+use std::path::{Path, PathBuf};
+
+use crate::processes::{beside, free_port, start_binary, start_event_store};
 use crate::stats::{median, ms, percentile};
 
 #[derive(clap::Args)]
@@ -21,42 +23,118 @@ pub fn run(options: Options, runs: usize) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let command_side = beside("command-side")?;
     runtime.block_on(async move {
-        println!("ApplyReservation end to end: median of {runs} runs, {} s each", options.seconds);
+        println!(
+            "ApplyReservation end to end: median of {runs} runs, {} s each",
+            options.seconds
+        );
         for concurrency in [1usize, 16, 64] {
-            let (mut rates, mut p50s, mut p99s) = (Vec::new(), Vec::new(), Vec::new());
+            let mut results = Vec::new();
             for _ in 0..runs {
-                let dir = tempfile::tempdir_in(".")?;
-                let (_store, store_port, _) = start_event_store(dir.path())?;
-                let port = free_port()?;
-                let (_commands, _) = start(
-                    "command-side",
-                    &[],
-                    &[
-                        ("COMMAND_LISTEN", format!("127.0.0.1:{port}")),
-                        ("EVENT_STORE_URL", format!("esdb://127.0.0.1:{store_port}?tls=false")),
-                    ],
-                    port,
-                )?;
-                let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))?.connect().await?;
-                // Warm up (connections, first reads), then measure.
-                load(channel.clone(), concurrency, Duration::from_secs(1)).await?;
-                let (rate, p50, p99) = load(channel, concurrency, Duration::from_secs(options.seconds)).await?;
-                rates.push(rate);
-                p50s.push(p50);
-                p99s.push(p99);
+                results.push(measure(&command_side, concurrency, options.seconds).await?);
             }
+            report(&format!("concurrency {concurrency:>2}"), &results);
+        }
+        Ok(())
+    })
+}
+
+/// What sealing personal data costs: the shipped command side against one built with the
+/// `unsealed-baseline` feature (no key store, no cipher), alternated run by run so that both
+/// see the same machine.
+pub fn run_sealing(options: SealingOptions, runs: usize) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let sealed = beside("command-side")?;
+    anyhow::ensure!(
+        options.baseline.exists(),
+        "{} is missing: build it with `cargo build --release -p command-side --features unsealed-baseline --target-dir target/unsealed`",
+        options.baseline.display()
+    );
+    runtime.block_on(async move {
+        println!(
+            "ApplyReservation with and without sealing: median of {runs} runs, {} s each",
+            options.seconds
+        );
+        for concurrency in [1usize, 16, 64] {
+            let (mut with, mut without) = (Vec::new(), Vec::new());
+            for _ in 0..runs {
+                with.push(measure(&sealed, concurrency, options.seconds).await?);
+                without.push(measure(&options.baseline, concurrency, options.seconds).await?);
+            }
+            report(&format!("concurrency {concurrency:>2}, sealed  "), &with);
+            report(&format!("concurrency {concurrency:>2}, baseline"), &without);
+            let rate =
+                |r: &[(f64, f64, f64)]| median(&mut r.iter().map(|x| x.0).collect::<Vec<_>>());
             println!(
-                "concurrency {concurrency:>2}: {:>7.0} commands/s (runs: {}), p50 {:.2} ms, p99 {:.2} ms (p99 runs: {})",
-                median(&mut rates.clone()),
-                rates.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "),
-                median(&mut p50s),
-                median(&mut p99s.clone()),
-                p99s.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", "),
+                "concurrency {concurrency:>2}: sealed runs at {:.1}% of the baseline's rate",
+                100.0 * rate(&with) / rate(&without)
             );
         }
         Ok(())
     })
+}
+
+#[derive(clap::Args)]
+pub struct SealingOptions {
+    /// Seconds each measurement lasts.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// The command side built with `--features unsealed-baseline`.
+    #[arg(long, default_value = "target/unsealed/release/command-side")]
+    baseline: PathBuf,
+}
+
+/// One run on a fresh event store: commands/s, p50 and p99 in ms.
+async fn measure(
+    command_side: &Path,
+    concurrency: usize,
+    seconds: u64,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let dir = tempfile::tempdir_in(".")?;
+    let (_store, store_port, _) = start_event_store(dir.path())?;
+    let port = free_port()?;
+    let (_commands, _) = start_binary(
+        command_side,
+        &[],
+        &[
+            ("COMMAND_LISTEN", format!("127.0.0.1:{port}")),
+            (
+                "EVENT_STORE_URL",
+                format!("esdb://127.0.0.1:{store_port}?tls=false"),
+            ),
+        ],
+        port,
+    )?;
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))?
+        .connect()
+        .await?;
+    // Warm up (connections, first reads), then measure.
+    load(channel.clone(), concurrency, Duration::from_secs(1)).await?;
+    load(channel, concurrency, Duration::from_secs(seconds)).await
+}
+
+fn report(label: &str, results: &[(f64, f64, f64)]) {
+    let rates: Vec<f64> = results.iter().map(|r| r.0).collect();
+    let mut p50s: Vec<f64> = results.iter().map(|r| r.1).collect();
+    let p99s: Vec<f64> = results.iter().map(|r| r.2).collect();
+    println!(
+        "{label}: {:>7.0} commands/s (runs: {}), p50 {:.2} ms, p99 {:.2} ms (p99 runs: {})",
+        median(&mut rates.clone()),
+        rates
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        median(&mut p50s),
+        median(&mut p99s.clone()),
+        p99s.iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
 }
 
 /// Commands/s, p50 and p99 in ms. Every command must succeed.

@@ -8,7 +8,11 @@
 //! `$all` read throughput, and live subscription delivery latency.
 //!
 //! `target/release/bench commands` measures `ApplyReservation` end to end (client, command side,
-//! payment service, event store, all durable) at concurrency 1, 16 and 64.
+//! payment service, event store, all durable) at concurrency 1, 16 and 64. The command side
+//! reaches its key store in PostgreSQL: run it under `pg_virtualenv -o fsync=on`.
+//!
+//! `target/release/bench sealing` compares that with a command side built without sealing
+//! (`--features unsealed-baseline`, into `target/unsealed`), to show what privacy costs.
 
 mod commands_bench;
 mod event_store_bench;
@@ -33,6 +37,8 @@ enum Target {
     EventStore(event_store_bench::Options),
     /// ApplyReservation end to end: client -> command side -> payment -> event store.
     Commands(commands_bench::Options),
+    /// ApplyReservation with and without sealing personal data (needs the baseline build).
+    Sealing(commands_bench::SealingOptions),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,5 +46,6 @@ fn main() -> anyhow::Result<()> {
     match args.target {
         Target::EventStore(options) => event_store_bench::run(options, args.runs),
         Target::Commands(options) => commands_bench::run(options, args.runs),
+        Target::Sealing(options) => commands_bench::run_sealing(options, args.runs),
     }
 }

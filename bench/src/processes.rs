@@ -1,6 +1,6 @@
 //! Starting the release binaries as separate processes, as they run in production.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,11 @@ pub fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// A release binary beside this one.
+pub fn beside(name: &str) -> anyhow::Result<PathBuf> {
+    Ok(std::env::current_exe()?.with_file_name(name))
+}
+
 /// Starts `name` (a binary beside this one) and waits until `port` accepts connections.
 /// Returns how long that took.
 pub fn start(
@@ -28,14 +33,22 @@ pub fn start(
     env: &[(&str, String)],
     port: u16,
 ) -> anyhow::Result<(Process, Duration)> {
-    let binary = std::env::current_exe()?.with_file_name(name);
+    start_binary(&beside(name)?, args, env, port)
+}
+
+pub fn start_binary(
+    binary: &Path,
+    args: &[&str],
+    env: &[(&str, String)],
+    port: u16,
+) -> anyhow::Result<(Process, Duration)> {
+    let name = binary.display();
     anyhow::ensure!(
         binary.exists(),
-        "{} is missing: build it with `cargo build --release -p event-store -p command-side -p bench`",
-        binary.display()
+        "{name} is missing: build it with `cargo build --release -p event-store -p command-side -p bench`",
     );
     let spawned = Instant::now();
-    let mut command = Command::new(&binary);
+    let mut command = Command::new(binary);
     command.args(args).env("RUST_LOG", "warn");
     for (key, value) in env {
         command.env(key, value);

@@ -24,6 +24,11 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("cannot reach the key store")?;
     let keys = Arc::new(keys);
+    if cfg!(feature = "unsealed-baseline") {
+        tracing::warn!(
+            "built with unsealed-baseline: personal data is NOT sealed; benchmarks only"
+        );
+    }
     command_side::serve(config, keys, listener, lifecycle::shutdown_signal()).await?;
     tracing::info!("command side stopped");
     Ok(())

@@ -1,4 +1,4 @@
-//! What every binary of the system does the same way.
+//! What every binary of the system does the same way: logs, stop signals, metrics.
 
 /// Logs to standard output, filtered by `RUST_LOG` (else `default`, e.g. "info").
 pub fn init_logging(default: &str) {
@@ -31,4 +31,23 @@ pub async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutdown requested");
+}
+
+/// The process's Prometheus recorder, installed on first use; every part of the process
+/// (`park` runs several) records into it and `/metrics` renders it.
+pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Fails only if another recorder was installed first; then that one records.
+        let _ = ::metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// The Prometheus text exposition of everything recorded so far.
+pub fn render_metrics() -> String {
+    metrics().render()
 }

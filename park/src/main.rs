@@ -117,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
         pool: pool.clone(),
         keys: keys.clone(),
         batches: Default::default(),
+        on_poison: Default::default(),
     };
     let mut projector_stop = stop.clone();
     let projecting = tokio::spawn(async move {
@@ -155,10 +156,10 @@ async fn main() -> anyhow::Result<()> {
                 args.queries
             )
         })?;
-    let app = query_side::router(query_side::AppState {
+    let app = query_side::router(query_side::AppState::new(
         pool,
-        max_wait: std::time::Duration::from_secs(2),
-    });
+        std::time::Duration::from_secs(2),
+    ));
     let mut query_stop = stop.clone();
     let queries = tokio::spawn(async move {
         axum::serve(query_listener, app)

@@ -48,6 +48,11 @@ pub async fn apply(
                 ],
             )
             .await?;
+            tx.execute(
+                "UPDATE payments SET customer_id = $2 WHERE payment_id = $1",
+                &[&r.payment_id.uuid(), &r.customer_id.uuid()],
+            )
+            .await?;
         }
         Event::Reservation(ReservationEvent::CleaningStarted {
             reservation_id,
@@ -109,15 +114,17 @@ pub async fn apply(
                 } => (payment_id, reservation_id, amount, None, "refunded", None),
             };
             tx.execute(
-                "INSERT INTO payments (payment_id, reservation_id, amount_cents, paymethod_kind, status, decline_reason, last_position)
-                 VALUES ($1, $2, $3, coalesce($4, 'unknown'), $5, $6, $7)
+                "INSERT INTO payments (payment_id, reservation_id, amount_cents, paymethod_kind, status,
+                     decline_reason, last_position, first_position, updated_at)
+                 VALUES ($1, $2, $3, coalesce($4, 'unknown'), $5, $6, $7, $7, $8)
                  ON CONFLICT (payment_id) DO UPDATE SET
                      status = excluded.status,
                      paymethod_kind = CASE WHEN $4::text IS NULL THEN payments.paymethod_kind ELSE excluded.paymethod_kind END,
                      decline_reason = coalesce(excluded.decline_reason, payments.decline_reason),
-                     last_position = excluded.last_position
+                     last_position = excluded.last_position,
+                     updated_at = excluded.updated_at
                  WHERE payments.last_position < excluded.last_position",
-                &[&payment_id.uuid(), &reservation_id.uuid(), &(amount.cents() as i64), &kind, &status, &reason, &p],
+                &[&payment_id.uuid(), &reservation_id.uuid(), &(amount.cents() as i64), &kind, &status, &reason, &p, &at],
             )
             .await?;
             tx.execute(

@@ -7,6 +7,7 @@
 //! update. A batch waits at most `max_wait` for more events.
 
 pub mod dashboard;
+pub mod messages;
 pub mod timeline;
 
 use std::future::Future;
@@ -27,6 +28,29 @@ pub use read_models::DbError;
 
 /// The name the dashboard's checkpoint is kept under.
 pub const DASHBOARD: &str = "dashboard";
+
+/// What to do with an event that cannot be applied. Either way it is recorded in
+/// `poison_events`, logged and counted (`projector_poison_events_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnPoison {
+    /// Stop before it: the read models stay exactly at the event before, until someone fixes
+    /// the cause (an upcaster, a code fix) and restarts. The safe default.
+    #[default]
+    Stop,
+    /// Record it and go on: the read models miss that one event.
+    Park,
+}
+
+impl std::str::FromStr for OnPoison {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "stop" => Ok(OnPoison::Stop),
+            "park" => Ok(OnPoison::Park),
+            other => Err(format!("{other:?} is neither \"stop\" nor \"park\"")),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct BatchSettings {
@@ -76,11 +100,28 @@ struct Received {
     metadata: Option<Metadata>,
 }
 
+/// An event that could not be decoded, and why.
+struct Poison {
+    stream: String,
+    event_type: String,
+    position: u64,
+    reason: String,
+}
+
+/// What the reader hands over, in log order.
+enum Delivery {
+    Event(Received),
+    Poison(Poison),
+    /// The subscription failed.
+    Failed(ProjectorError),
+}
+
 pub struct Projector<K> {
     pub client: kurrentdb::Client,
     pub pool: Pool,
     pub keys: Arc<K>,
     pub batches: BatchSettings,
+    pub on_poison: OnPoison,
 }
 
 impl<K: KeyStore> Projector<K> {
@@ -107,6 +148,7 @@ impl<K: KeyStore> Projector<K> {
         };
         let (tx, mut rx) = mpsc::channel(self.batches.max_events * 2);
         let mut reader = tokio::spawn(read(self.client.clone(), self.keys.clone(), start, tx));
+        let _head = tokio::spawn(watch_head(self.client.clone()));
         tokio::pin!(shutdown);
         let result = loop {
             let first = tokio::select! {
@@ -124,11 +166,7 @@ impl<K: KeyStore> Projector<K> {
             let deadline = tokio::time::Instant::now() + self.batches.max_wait;
             while batch.len() < self.batches.max_events {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(Ok(next))) => batch.push(Ok(next)),
-                    Ok(Some(Err(e))) => {
-                        batch.push(Err(e));
-                        break;
-                    }
+                    Ok(Some(next)) => batch.push(next),
                     Ok(None) | Err(_) => break,
                 }
             }
@@ -140,18 +178,16 @@ impl<K: KeyStore> Projector<K> {
         result
     }
 
-    /// One transaction: the batch's rows and its checkpoint.
-    async fn apply(
-        &self,
-        batch: Vec<Result<Received, ProjectorError>>,
-    ) -> Result<(), ProjectorError> {
+    /// One transaction: the batch's rows, any poison it met, and its checkpoint.
+    async fn apply(&self, batch: Vec<Delivery>) -> Result<(), ProjectorError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let mut last = None;
         let mut failure = None;
-        for received in batch {
-            match received {
-                Ok(received) => {
+        let mut applied_events = 0u64;
+        for delivery in batch {
+            match delivery {
+                Delivery::Event(received) => {
                     let applied = dashboard::Applied {
                         event: &received.event,
                         stream: &received.stream,
@@ -160,28 +196,92 @@ impl<K: KeyStore> Projector<K> {
                         metadata: received.metadata,
                     };
                     dashboard::apply(&tx, &applied).await?;
+                    messages::apply(&tx, &applied).await?;
                     timeline::apply(&tx, &applied).await?;
-                    last = Some(received.position);
+                    last = Some((received.position, received.created));
+                    applied_events += 1;
                 }
-                Err(e) => {
+                Delivery::Poison(poison) => {
+                    let parked = self.on_poison == OnPoison::Park;
+                    tracing::error!(
+                        position = poison.position,
+                        stream = %poison.stream,
+                        event_type = %poison.event_type,
+                        error = %poison.reason,
+                        parked,
+                        "cannot apply an event"
+                    );
+                    metrics::counter!("projector_poison_events_total").increment(1);
+                    tx.execute(
+                        "INSERT INTO poison_events (projection, position, stream, event_type, error, parked)
+                         VALUES ($1, $2, $3, $4, $5, $6)
+                         ON CONFLICT (projection, position) DO UPDATE SET error = excluded.error, parked = excluded.parked",
+                        &[&DASHBOARD, &(poison.position as i64), &poison.stream, &poison.event_type, &poison.reason, &parked],
+                    )
+                    .await?;
+                    if !parked {
+                        failure = Some(ProjectorError::Poison {
+                            position: poison.position,
+                            reason: poison.reason,
+                        });
+                        break;
+                    }
+                    tx.execute(
+                        "INSERT INTO checkpoints (projection, commit_position) VALUES ($1, $2)
+                         ON CONFLICT (projection) DO UPDATE SET commit_position = excluded.commit_position",
+                        &[&DASHBOARD, &(poison.position as i64)],
+                    )
+                    .await?;
+                }
+                Delivery::Failed(e) => {
                     failure = Some(e);
                     break;
                 }
             }
         }
-        if let Some(last) = last {
+        if let Some((position, _)) = last {
             tx.execute(
                 "INSERT INTO checkpoints (projection, commit_position) VALUES ($1, $2)
-                 ON CONFLICT (projection) DO UPDATE SET commit_position = excluded.commit_position",
-                &[&DASHBOARD, &(last as i64)],
+                 ON CONFLICT (projection) DO UPDATE SET commit_position = excluded.commit_position
+                 WHERE checkpoints.commit_position < excluded.commit_position",
+                &[&DASHBOARD, &(position as i64)],
             )
             .await?;
         }
         tx.commit().await?;
+        if let Some((position, created)) = last {
+            metrics::gauge!("projector_applied_position").set(position as f64);
+            metrics::counter!("projector_events_applied_total").increment(applied_events);
+            metrics::histogram!("projector_batch_events").record(applied_events as f64);
+            // From the append to the committed row: the lag a reader of the dashboard sees.
+            let lag = (Utc::now() - created)
+                .num_microseconds()
+                .unwrap_or(0)
+                .max(0);
+            metrics::histogram!("projector_lag_seconds").record(lag as f64 / 1e6);
+        }
         match failure {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+}
+
+/// Samples the head of `$all` every second (`projector_head_position`), so that the lag behind
+/// it shows in positions beside `projector_applied_position`.
+async fn watch_head(client: kurrentdb::Client) {
+    let options = kurrentdb::ReadAllOptions::default()
+        .position(StreamPosition::End)
+        .backwards()
+        .max_count(1);
+    loop {
+        if let Ok(mut read) = client.read_all(&options).await {
+            if let Ok(Some(event)) = read.next().await {
+                let head = event.get_original_event().position.commit;
+                metrics::gauge!("projector_head_position").set(head as f64);
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -191,7 +291,7 @@ async fn read<K: KeyStore>(
     client: kurrentdb::Client,
     keys: Arc<K>,
     start: StreamPosition<Position>,
-    tx: mpsc::Sender<Result<Received, ProjectorError>>,
+    tx: mpsc::Sender<Delivery>,
 ) -> Result<(), ProjectorError> {
     let filter =
         SubscriptionFilter::on_event_type().regex(format!("^({})$", events::EVENT_TYPES.join("|")));
@@ -204,7 +304,12 @@ async fn read<K: KeyStore>(
         let event = match subscription.next_subscription_event().await {
             Ok(SubscriptionEvent::EventAppeared(event)) => event,
             Ok(_) => continue,
-            Err(e) => return Err(ProjectorError::EventStore(e.to_string())),
+            Err(e) => {
+                let _ = tx
+                    .send(Delivery::Failed(ProjectorError::EventStore(e.to_string())))
+                    .await;
+                return Err(ProjectorError::EventStore(e.to_string()));
+            }
         };
         let recorded = event.get_original_event();
         let position = recorded.position.commit;
@@ -214,27 +319,30 @@ async fn read<K: KeyStore>(
             Some(id) => known_keys.get(&id, keys.as_ref()).await,
             None => None,
         };
-        let decoded = events::decode(&recorded.event_type, version, &recorded.data, key.as_ref())
-            .map(|event| Received {
-                event,
-                stream: recorded.stream_id().to_string(),
-                position,
-                created: recorded.created,
-                metadata,
-            })
-            .map_err(|e| ProjectorError::Poison {
-                position,
-                reason: e.to_string(),
-            });
-        if let Ok(Received {
-            event: Event::Customer(CustomerEvent::CustomerForgotten { customer_id }),
-            ..
-        }) = &decoded
-        {
-            known_keys.forgotten(*customer_id);
-        }
-        let poisoned = decoded.is_err();
-        if tx.send(decoded).await.is_err() || poisoned {
+        let delivery =
+            match events::decode(&recorded.event_type, version, &recorded.data, key.as_ref()) {
+                Ok(event) => {
+                    if let Event::Customer(CustomerEvent::CustomerForgotten { customer_id }) =
+                        &event
+                    {
+                        known_keys.forgotten(*customer_id);
+                    }
+                    Delivery::Event(Received {
+                        event,
+                        stream: recorded.stream_id().to_string(),
+                        position,
+                        created: recorded.created,
+                        metadata,
+                    })
+                }
+                Err(e) => Delivery::Poison(Poison {
+                    stream: recorded.stream_id().to_string(),
+                    event_type: recorded.event_type.clone(),
+                    position,
+                    reason: e.to_string(),
+                }),
+            };
+        if tx.send(delivery).await.is_err() {
             return Ok(());
         }
     }

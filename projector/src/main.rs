@@ -1,13 +1,14 @@
-//! `projector`: builds the dashboard read model in PostgreSQL from the event store.
+//! `projector`: builds the read models in PostgreSQL from the event store.
 //!
 //! Settings: `EVENT_STORE_URL` (esdb://127.0.0.1:2113?tls=false), `DATABASE_URL` or the `PG*`
-//! variables, `KEY_STORE_URL` (the same database), `BATCH_MAX_EVENTS` (500), `BATCH_MAX_WAIT_MS` (5).
+//! variables, `KEY_STORE_URL` (the same database), `BATCH_MAX_EVENTS` (500), `BATCH_MAX_WAIT_MS` (5),
+//! `ON_POISON` (`stop` or `park`), `METRICS_LISTEN` (127.0.0.1:9091: `/metrics`, `/healthz`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use projector::{BatchSettings, Projector};
+use projector::{BatchSettings, OnPoison, Projector};
 
 fn setting<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T>
 where
@@ -50,7 +51,20 @@ async fn main() -> anyhow::Result<()> {
         pool,
         keys,
         batches,
+        on_poison: setting("ON_POISON", OnPoison::Stop)?,
     };
+    let metrics_listen: String = setting("METRICS_LISTEN", "127.0.0.1:9091".to_string())?;
+    let metrics_listener = tokio::net::TcpListener::bind(&metrics_listen)
+        .await
+        .with_context(|| format!("cannot listen on {metrics_listen}"))?;
+    lifecycle::metrics();
+    let operations = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(|| async { lifecycle::render_metrics() }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok" }));
+    tokio::spawn(async move { axum::serve(metrics_listener, operations).await });
     tracing::info!(event_store = %url, checkpoint = ?projector.checkpoint().await?, "projecting the dashboard");
     projector.run(lifecycle::shutdown_signal()).await?;
     tracing::info!("projector stopped");

@@ -31,6 +31,7 @@ fn projector(system: &System, pool: &Pool, batches: BatchSettings) -> Projector<
         pool: pool.clone(),
         keys: system.running.keys.clone(),
         batches,
+        on_poison: Default::default(),
     }
 }
 

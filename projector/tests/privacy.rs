@@ -250,6 +250,7 @@ async fn a_forgotten_customer_cannot_be_read_back_from_any_event() {
         pool: pool.clone(),
         keys: running.keys.clone(),
         batches: BatchSettings::default(),
+        on_poison: Default::default(),
     });
     let projecting = tokio::spawn({
         let projector = projector.clone();

@@ -1,31 +1,35 @@
 //! `query-side`: the REST facade over the read models.
 //!
 //! Settings: `QUERY_LISTEN` (127.0.0.1:8080), `DATABASE_URL` or the `PG*` variables,
-//! `READ_YOUR_WRITES_WAIT_MS` (2000).
+//! `READ_YOUR_WRITES_WAIT_MS` (2000), `SHUTDOWN_DRAIN_DELAY_MS` (0; a few seconds behind a load
+//! balancer: how long `/readyz` fails before the server stops accepting).
 
 use std::time::Duration;
 
 use anyhow::Context;
 
+fn millis(name: &str, default: u64) -> anyhow::Result<Duration> {
+    match std::env::var(name) {
+        Ok(text) => Ok(Duration::from_millis(text.trim().parse().with_context(
+            || format!("{name}: {text:?} is not a number of milliseconds"),
+        )?)),
+        Err(_) => Ok(Duration::from_millis(default)),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     lifecycle::init_logging("info");
     let listen = std::env::var("QUERY_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".into());
-    let wait_ms: u64 = match std::env::var("READ_YOUR_WRITES_WAIT_MS") {
-        Ok(text) => text.parse().context("READ_YOUR_WRITES_WAIT_MS")?,
-        Err(_) => 2_000,
-    };
+    let max_wait = millis("READ_YOUR_WRITES_WAIT_MS", 2_000)?;
+    let drain_delay = millis("SHUTDOWN_DRAIN_DELAY_MS", 0)?;
     let pool = read_models::pool(read_models::config_from_env()?, 16)?;
-    let state = query_side::AppState {
-        pool,
-        max_wait: Duration::from_millis(wait_ms),
-    };
+    let state = query_side::AppState::new(pool, max_wait);
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(listen = %listener.local_addr()?, "query side serving");
-    axum::serve(listener, query_side::router(state))
-        .with_graceful_shutdown(lifecycle::shutdown_signal())
-        .await?;
+    query_side::serve(listener, state, lifecycle::shutdown_signal(), drain_delay).await?;
+    tracing::info!("query side stopped");
     Ok(())
 }

@@ -12,7 +12,7 @@ pub struct Problem {
     status: u16,
     detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    parameter: Option<&'static str>,
+    parameter: Option<std::borrow::Cow<'static, str>>,
 }
 
 impl Problem {
@@ -23,7 +23,18 @@ impl Problem {
             title: "Malformed parameter",
             status: 400,
             detail: detail.into(),
-            parameter: Some(parameter),
+            parameter: Some(parameter.into()),
+        }
+    }
+
+    /// 400 for a parameter named by the client (an unknown one).
+    pub fn malformed_owned(parameter: String, detail: impl Into<String>) -> Problem {
+        Problem {
+            kind: "about:blank",
+            title: "Malformed parameter",
+            status: 400,
+            detail: detail.into(),
+            parameter: Some(parameter.into()),
         }
     }
 
@@ -34,7 +45,7 @@ impl Problem {
             title: "Parameter out of range",
             status: 422,
             detail: detail.into(),
-            parameter: Some(parameter),
+            parameter: Some(parameter.into()),
         }
     }
 

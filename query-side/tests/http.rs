@@ -26,6 +26,7 @@ async fn start(max_wait: Duration) -> System {
         pool: pool.clone(),
         keys: running.keys.clone(),
         batches: BatchSettings::default(),
+        on_poison: Default::default(),
     };
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -38,13 +39,19 @@ async fn start(max_wait: Duration) -> System {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http = format!("http://{}", listener.local_addr().unwrap());
-    let app = query_side::router(query_side::AppState { pool, max_wait });
+    let app = query_side::router(query_side::AppState::new(pool, max_wait));
     tokio::spawn(async move { axum::serve(listener, app).await });
     System {
         http,
         reservations: ReservationServiceClient::new(running.commands.clone()),
         _running: running,
         _stop_projector: stop,
+    }
+}
+
+impl System {
+    fn reservations_channel(&self) -> tonic::transport::Channel {
+        self._running.commands.clone()
     }
 }
 
@@ -285,5 +292,259 @@ async fn the_timeline_shows_every_event_with_its_request() {
     assert_eq!(
         (status, body["parameter"].as_str()),
         (400, Some("reservation_id"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_paymethods_and_payments_page_and_filter() {
+    use command_side::proto::message_service_client::MessageServiceClient;
+    use command_side::proto::payment_service_client::PaymentServiceClient;
+    use command_side::proto::paymethod_service_client::PaymethodServiceClient;
+    use query_side::{Message, Payment, Paymethod};
+
+    let mut s = start(Duration::from_secs(5)).await;
+    let channel = s.reservations_channel();
+    let (ada, bob) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
+    let mut reservations = Vec::new();
+    for customer in [&ada, &ada, &bob] {
+        let reply = s
+            .reservations
+            .apply_reservation(apply_request(customer))
+            .await
+            .unwrap()
+            .into_inner();
+        reservations.push(reply.id);
+    }
+    let declined = s
+        .reservations
+        .apply_reservation(testkit::apply_request(&ada, 500_000))
+        .await
+        .unwrap_err();
+    assert_eq!(declined.code(), tonic::Code::FailedPrecondition);
+
+    let mut paymethods = PaymethodServiceClient::new(channel.clone());
+    let mut registered = Vec::new();
+    for (customer, number) in [
+        (&ada, "4111111111111111"),
+        (&ada, "5555555555554444"),
+        (&bob, "4012888888881881"),
+    ] {
+        let reply = paymethods
+            .register_paymethod(RegisterPaymethodRequest {
+                request_id: String::new(),
+                customer_id: customer.clone(),
+                customer_name: "Ada Lovelace".into(),
+                kind: "credit_card".into(),
+                number: number.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        registered.push(reply.id);
+    }
+    paymethods
+        .change_paymethod(ChangePaymethodRequest {
+            request_id: String::new(),
+            paymethod_id: registered[0].clone(),
+            kind: "debit_card".into(),
+            number: "4000056655665556".into(),
+        })
+        .await
+        .unwrap();
+
+    let mut messages = MessageServiceClient::new(channel.clone());
+    for (customer, reservation, text) in [
+        (&ada, reservations[0].clone(), "See you Monday"),
+        (&ada, String::new(), "Welcome"),
+        (&bob, reservations[2].clone(), "See you Tuesday"),
+    ] {
+        messages
+            .send_message(SendMessageRequest {
+                request_id: String::new(),
+                customer_id: customer.clone(),
+                recipient: "someone@example.org".into(),
+                reservation_id: reservation,
+                text: text.into(),
+            })
+            .await
+            .unwrap();
+    }
+    // The first reservation's payment is refunded.
+    let (_, _, first) = get(format!(
+        "{}/dashboard/{}?min_position=1",
+        s.http, reservations[0]
+    ))
+    .await;
+    let refunded = PaymentServiceClient::new(channel.clone())
+        .cancel_payment(CancelPaymentRequest {
+            request_id: String::new(),
+            payment_id: first["payment_id"].as_str().unwrap().to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let last = refunded.position;
+
+    // Messages: newest first, by customer and by reservation, paged one at a time.
+    let (status, headers, body) = get(format!(
+        "{}/messages?customer_id={ada}&min_position={last}",
+        s.http
+    ))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-read-model-consistent"], "true");
+    let page: Page<Message> = serde_json::from_value(body).unwrap();
+    let texts: Vec<_> = page.items.iter().map(|m| m.text.clone().unwrap()).collect();
+    assert_eq!(texts, ["Welcome", "See you Monday"]);
+    assert!(page
+        .items
+        .iter()
+        .all(|m| m.recipient.as_deref() == Some("someone@example.org")));
+    assert_eq!(page.items[0].reservation_id, None);
+    let (_, _, body) = get(format!(
+        "{}/messages?reservation_id={}",
+        s.http, reservations[2]
+    ))
+    .await;
+    let page: Page<Message> = serde_json::from_value(body).unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].customer_id.to_string(), bob);
+    let mut seen = Vec::new();
+    let mut url = format!("{}/messages?limit=1", s.http);
+    loop {
+        let (_, _, body) = get(url).await;
+        let page: Page<Message> = serde_json::from_value(body).unwrap();
+        seen.extend(page.items.into_iter().map(|m| m.text.unwrap()));
+        match page.next {
+            Some(next) => url = format!("{}/messages?limit=1&after={next}", s.http),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["See you Tuesday", "Welcome", "See you Monday"]);
+
+    // Payment methods: masked numbers only, the change applied.
+    let (_, _, body) = get(format!("{}/paymethods?customer_id={ada}", s.http)).await;
+    let text = body.to_string();
+    let page: Page<Paymethod> = serde_json::from_value(body).unwrap();
+    assert_eq!(page.items.len(), 2);
+    let changed = page
+        .items
+        .iter()
+        .find(|p| p.paymethod_id.to_string() == registered[0])
+        .unwrap();
+    assert_eq!(changed.kind, "debit_card");
+    assert!(
+        changed.masked_number.ends_with("5556"),
+        "{}",
+        changed.masked_number
+    );
+    for number in [
+        "4111111111111111",
+        "5555555555554444",
+        "4000056655665556",
+        "411111",
+    ] {
+        assert!(!text.contains(number), "{text}");
+    }
+    let (_, _, body) = get(format!("{}/paymethods?limit=1", s.http)).await;
+    let page: Page<Paymethod> = serde_json::from_value(body).unwrap();
+    assert_eq!(page.items[0].paymethod_id.to_string(), registered[2]);
+    assert!(page.next.is_some());
+
+    // Payments: by status, customer and reservation.
+    let (_, _, body) = get(format!("{}/payments?status=declined", s.http)).await;
+    let page: Page<Payment> = serde_json::from_value(body).unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].amount_cents, 500_000);
+    assert!(page.items[0].decline_reason.is_some());
+    assert_eq!(page.items[0].customer_id, None);
+    let (_, _, body) = get(format!("{}/payments?customer_id={ada}", s.http)).await;
+    let page: Page<Payment> = serde_json::from_value(body).unwrap();
+    let statuses: Vec<_> = page.items.iter().map(|p| p.status.as_str()).collect();
+    assert_eq!(statuses, ["approved", "refunded"]);
+    let (_, _, body) = get(format!(
+        "{}/payments?reservation_id={}",
+        s.http, reservations[2]
+    ))
+    .await;
+    let page: Page<Payment> = serde_json::from_value(body).unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(
+        page.items[0].customer_id.map(|c| c.to_string()),
+        Some(bob.clone())
+    );
+
+    for (path, parameter, status) in [
+        ("messages?status=sent", "status", 400),
+        ("messages?reservation_id=7", "reservation_id", 400),
+        ("messages?limit=1&limit=2", "limit", 400),
+        ("paymethods?customer_id=x", "customer_id", 400),
+        ("paymethods?limit=500", "limit", 422),
+        ("payments?status=lost", "status", 422),
+        ("payments?after=zzz", "after", 400),
+    ] {
+        let (got, headers, body) = get(format!("{}/{path}", s.http)).await;
+        assert_eq!(
+            (got, body["parameter"].as_str()),
+            (status, Some(parameter)),
+            "{path}: {body}"
+        );
+        assert_eq!(headers["content-type"], "application/problem+json");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_metrics_and_correlation_ids() {
+    let s = start(Duration::from_secs(1)).await;
+    let (status, _, doc) = get(format!("{}/openapi.json", s.http)).await;
+    assert_eq!(status, 200);
+    for path in [
+        "/dashboard",
+        "/dashboard/{reservation_id}",
+        "/reservations/{reservation_id}/timeline",
+        "/messages",
+        "/paymethods",
+        "/payments",
+        "/healthz",
+        "/readyz",
+    ] {
+        assert!(doc["paths"][path]["get"].is_object(), "{path} missing");
+    }
+    assert!(doc["components"]["schemas"]["DashboardEntry"].is_object());
+
+    // A correlation id given is returned; one is made when none is given.
+    let client = reqwest::Client::new();
+    let response = client
+        .get(format!("{}/dashboard", s.http))
+        .header("x-correlation-id", "order-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-correlation-id"], "order-42");
+    let response = client
+        .get(format!("{}/healthz", s.http))
+        .send()
+        .await
+        .unwrap();
+    let made = response.headers()["x-correlation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(uuid::Uuid::parse_str(&made).is_ok(), "{made}");
+
+    let metrics = client
+        .get(format!("{}/metrics", s.http))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"http_requests_total{route="/dashboard",status="200"}"#),
+        "{metrics}"
     );
 }

@@ -74,14 +74,12 @@ async fn a_person_sees_reservations_and_their_state() {
         pool: pool.clone(),
         keys: running.keys.clone(),
         batches: BatchSettings::default(),
+        on_poison: Default::default(),
     };
     tokio::spawn(async move { projector.run(std::future::pending()).await });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http = format!("http://{}", listener.local_addr().unwrap());
-    let app = query_side::router(query_side::AppState {
-        pool,
-        max_wait: Duration::from_secs(5),
-    });
+    let app = query_side::router(query_side::AppState::new(pool, Duration::from_secs(5)));
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let mut reservations = ReservationServiceClient::new(running.commands.clone());

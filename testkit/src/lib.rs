@@ -76,6 +76,11 @@ impl Running {
 
 /// A database of its own, migrated, on the cluster the environment names (`pg_virtualenv`).
 pub async fn fresh_database() -> Pool {
+    fresh_named_database().await.1
+}
+
+/// [`fresh_database`], with its name, for a child process (`PGDATABASE`).
+pub async fn fresh_named_database() -> (String, Pool) {
     let admin_config = read_models::config_from_env().expect("database settings");
     let (admin, connection) = admin_config
         .connect(tokio_postgres::NoTls)
@@ -91,7 +96,7 @@ pub async fn fresh_database() -> Pool {
     config.dbname(&name);
     let pool = read_models::pool(config, 8).expect("pool");
     read_models::migrate(&pool).await.expect("migrations");
-    pool
+    (name, pool)
 }
 
 /// A valid `ApplyReservation` request, a few days ahead, with a fresh request id.

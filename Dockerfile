@@ -1,0 +1,55 @@
+# One build, one small image per deployable: `docker build --target command-side .` (or
+# projector, query-side, policies, event-store). docker-compose.yml builds them all.
+
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked \
+        -p event-store -p command-side -p projector -p query-side -p policies \
+ && mkdir -p /out \
+ && cp target/release/event-store target/release/command-side target/release/projector \
+       target/release/query-side target/release/policies /out/
+
+# Debian slim with CA certificates (TLS to KurrentDB and PostgreSQL), curl for health checks,
+# and an unprivileged user.
+FROM debian:bookworm-slim AS runtime
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates curl \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin park
+USER 10001:10001
+ENV RUST_LOG=info
+
+FROM runtime AS command-side
+COPY --from=build /out/command-side /usr/local/bin/
+ENV COMMAND_LISTEN=0.0.0.0:50051
+EXPOSE 50051
+ENTRYPOINT ["command-side"]
+
+FROM runtime AS projector
+COPY --from=build /out/projector /usr/local/bin/
+ENV METRICS_LISTEN=0.0.0.0:9091
+EXPOSE 9091
+ENTRYPOINT ["projector"]
+
+FROM runtime AS query-side
+COPY --from=build /out/query-side /usr/local/bin/
+ENV QUERY_LISTEN=0.0.0.0:8080
+EXPOSE 8080
+ENTRYPOINT ["query-side"]
+
+FROM runtime AS policies
+COPY --from=build /out/policies /usr/local/bin/
+ENTRYPOINT ["policies"]
+
+FROM runtime AS event-store
+COPY --from=build /out/event-store /usr/local/bin/
+ENV EVENT_STORE_LISTEN=0.0.0.0:2113 EVENT_STORE_DATA_DIR=/data
+USER root
+RUN mkdir /data && chown 10001:10001 /data
+USER 10001:10001
+VOLUME /data
+EXPOSE 2113
+ENTRYPOINT ["event-store"]

@@ -1,0 +1,239 @@
+//! `/dashboard` and `/reservations/{id}/timeline`: what a customer or the cleaning company
+//! looks at.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::consistency::wait_for;
+use crate::params::{encode_cursor, id_from_path, Params};
+use crate::{AppState, Page, Problem};
+
+/// One dashboard row: every fact of a reservation. Personal fields are `null` only when erased.
+#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct DashboardEntry {
+    pub reservation_id: Uuid,
+    pub customer_id: Uuid,
+    pub customer_name: Option<String>,
+    pub place: Option<String>,
+    pub personal_data_erased: bool,
+    pub request_date: NaiveDate,
+    pub price_cents: i64,
+    /// requested, cleaning_started, cleaning_completed or cancelled.
+    pub status: String,
+    pub cleaner: Option<String>,
+    pub cancel_reason: Option<String>,
+    pub payment_id: Uuid,
+    pub payment_kind: String,
+    pub payment_status: String,
+    pub last_notification: String,
+    pub requested_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str =
+    "reservation_id, customer_id, customer_name, place, personal_erased, request_date,
+    price_cents, status, cleaner, cancel_reason, payment_id, payment_kind, payment_status,
+    last_notification, requested_at, updated_at";
+
+fn entry(row: &tokio_postgres::Row) -> DashboardEntry {
+    DashboardEntry {
+        reservation_id: row.get(0),
+        customer_id: row.get(1),
+        customer_name: row.get(2),
+        place: row.get(3),
+        personal_data_erased: row.get(4),
+        request_date: row.get(5),
+        price_cents: row.get(6),
+        status: row.get(7),
+        cleaner: row.get(8),
+        cancel_reason: row.get(9),
+        payment_id: row.get(10),
+        payment_kind: row.get(11),
+        payment_status: row.get(12),
+        last_notification: row.get(13),
+        requested_at: row.get(14),
+        updated_at: row.get(15),
+    }
+}
+
+pub const STATUSES: [&str; 4] = [
+    "requested",
+    "cleaning_started",
+    "cleaning_completed",
+    "cancelled",
+];
+
+/// Reservations, newest first.
+#[utoipa::path(get, path = "/dashboard", tag = "dashboard",
+    params(
+        ("status" = Option<String>, Query, description = "requested, cleaning_started, cleaning_completed or cancelled"),
+        ("customer_id" = Option<Uuid>, Query),
+        ("limit" = Option<i64>, Query, description = "page size, 1 to 200 (50)"),
+        ("after" = Option<String>, Query, description = "the `next` cursor of the previous page"),
+        ("min_position" = Option<i64>, Query, description = "wait until the read model has applied this position"),
+    ),
+    responses(
+        (status = 200, body = Page<DashboardEntry>),
+        (status = 400, description = "malformed parameter", content_type = "application/problem+json"),
+        (status = 422, description = "parameter out of range", content_type = "application/problem+json"),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, Problem> {
+    let params = Params::parse(
+        query.as_deref(),
+        &["status", "customer_id", "limit", "after", "min_position"],
+    )?;
+    let limit = params.limit()?;
+    let status = params.one_of("status", &STATUSES)?;
+    let customer = params.uuid("customer_id")?;
+    let after = params.after()?;
+    let consistency = wait_for(&state, &headers, &params).await?;
+
+    // Newest first, keyset-paged on the reservation's place in the log: as fast on page 1,000
+    // as on page one, and stable while rows are added.
+    let client = state.pool.get().await?;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {COLUMNS}, requested_position FROM dashboard
+                 WHERE ($1::text IS NULL OR status = $1)
+                   AND ($2::uuid IS NULL OR customer_id = $2)
+                   AND ($3::bigint IS NULL OR requested_position < $3)
+                 ORDER BY requested_position DESC
+                 LIMIT $4"
+            ),
+            &[&status, &customer, &after, &(limit + 1)],
+        )
+        .await?;
+    let page = Page::of(&rows, limit, entry, |r| r.get("requested_position"));
+    Ok(consistency.apply(Json(page).into_response()))
+}
+
+/// One reservation.
+#[utoipa::path(get, path = "/dashboard/{reservation_id}", tag = "dashboard",
+    params(
+        ("reservation_id" = Uuid, Path),
+        ("min_position" = Option<i64>, Query, description = "wait until the read model has applied this position"),
+    ),
+    responses(
+        (status = 200, body = DashboardEntry),
+        (status = 400, description = "malformed id", content_type = "application/problem+json"),
+        (status = 404, description = "no such reservation", content_type = "application/problem+json"),
+    ))]
+pub async fn one(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(reservation_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, Problem> {
+    let id = id_from_path("reservation_id", &reservation_id)?;
+    let params = Params::parse(query.as_deref(), &["min_position"])?;
+    let consistency = wait_for(&state, &headers, &params).await?;
+    let client = state.pool.get().await?;
+    let row = client
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM dashboard WHERE reservation_id = $1"),
+            &[&id],
+        )
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no reservation {id}")))?;
+    Ok(consistency.apply(Json(entry(&row)).into_response()))
+}
+
+/// One event of a reservation's history.
+#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct TimelineEntry {
+    pub position: i64,
+    pub event_type: String,
+    pub stream: String,
+    pub occurred_at: DateTime<Utc>,
+    pub correlation_id: Option<Uuid>,
+    pub causation_id: Option<Uuid>,
+    pub summary: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Timeline {
+    pub reservation_id: Uuid,
+    pub events: Vec<TimelineEntry>,
+}
+
+/// Every event the reservation caused, in log order, with the request behind each.
+#[utoipa::path(get, path = "/reservations/{reservation_id}/timeline", tag = "dashboard",
+    params(
+        ("reservation_id" = Uuid, Path),
+        ("min_position" = Option<i64>, Query, description = "wait until the read model has applied this position"),
+    ),
+    responses(
+        (status = 200, body = Timeline),
+        (status = 400, description = "malformed id", content_type = "application/problem+json"),
+        (status = 404, description = "no such reservation", content_type = "application/problem+json"),
+    ))]
+pub async fn timeline(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(reservation_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, Problem> {
+    let id = id_from_path("reservation_id", &reservation_id)?;
+    let params = Params::parse(query.as_deref(), &["min_position"])?;
+    let consistency = wait_for(&state, &headers, &params).await?;
+    let client = state.pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT position, event_type, stream, occurred_at, correlation_id, causation_id, summary
+             FROM timeline WHERE reservation_id = $1 ORDER BY position",
+            &[&id],
+        )
+        .await?;
+    if rows.is_empty() {
+        return Err(Problem::not_found(format!("no reservation {id}")));
+    }
+    let events = rows
+        .iter()
+        .map(|r| TimelineEntry {
+            position: r.get(0),
+            event_type: r.get(1),
+            stream: r.get(2),
+            occurred_at: r.get(3),
+            correlation_id: r.get(4),
+            causation_id: r.get(5),
+            summary: r.get(6),
+        })
+        .collect();
+    let body = Timeline {
+        reservation_id: id,
+        events,
+    };
+    Ok(consistency.apply(Json(body).into_response()))
+}
+
+impl<T> Page<T> {
+    /// A page from `limit + 1` rows: the extra row only tells that there is a next page.
+    pub fn of(
+        rows: &[tokio_postgres::Row],
+        limit: i64,
+        item: impl Fn(&tokio_postgres::Row) -> T,
+        position: impl Fn(&tokio_postgres::Row) -> i64,
+    ) -> Page<T> {
+        let limit = limit as usize;
+        let next = if rows.len() > limit {
+            rows.get(limit - 1).map(|r| encode_cursor(position(r)))
+        } else {
+            None
+        };
+        Page {
+            items: rows.iter().take(limit).map(item).collect(),
+            next,
+        }
+    }
+}
