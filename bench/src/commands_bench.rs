@@ -32,7 +32,7 @@ pub fn run(options: Options, runs: usize) -> anyhow::Result<()> {
         for concurrency in [1usize, 16, 64] {
             let mut results = Vec::new();
             for _ in 0..runs {
-                results.push(measure(&command_side, concurrency, options.seconds).await?);
+                results.push(measure(&command_side, concurrency, options.seconds, 0).await?);
             }
             report(&format!("concurrency {concurrency:>2}"), &results);
         }
@@ -61,8 +61,10 @@ pub fn run_sealing(options: SealingOptions, runs: usize) -> anyhow::Result<()> {
         for concurrency in [1usize, 16, 64] {
             let (mut with, mut without) = (Vec::new(), Vec::new());
             for _ in 0..runs {
-                with.push(measure(&sealed, concurrency, options.seconds).await?);
-                without.push(measure(&options.baseline, concurrency, options.seconds).await?);
+                with.push(measure(&sealed, concurrency, options.seconds, options.customers).await?);
+                without.push(
+                    measure(&options.baseline, concurrency, options.seconds, options.customers).await?,
+                );
             }
             report(&format!("concurrency {concurrency:>2}, sealed  "), &with);
             report(&format!("concurrency {concurrency:>2}, baseline"), &without);
@@ -82,6 +84,10 @@ pub struct SealingOptions {
     /// Seconds each measurement lasts.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// Customers the commands are spread over; 0 (the default, the worst case): a new
+    /// customer, hence a new key, for every command.
+    #[arg(long, default_value_t = 0)]
+    customers: usize,
     /// The command side built with `--features unsealed-baseline`.
     #[arg(long, default_value = "target/unsealed/release/command-side")]
     baseline: PathBuf,
@@ -92,6 +98,7 @@ async fn measure(
     command_side: &Path,
     concurrency: usize,
     seconds: u64,
+    customers: usize,
 ) -> anyhow::Result<(f64, f64, f64)> {
     let dir = tempfile::tempdir_in(".")?;
     let (_store, store_port, _) = start_event_store(dir.path())?;
@@ -112,8 +119,9 @@ async fn measure(
         .connect()
         .await?;
     // Warm up (connections, first reads), then measure.
-    load(channel.clone(), concurrency, Duration::from_secs(1)).await?;
-    load(channel, concurrency, Duration::from_secs(seconds)).await
+    let customers: Vec<String> = (0..customers).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    load(channel.clone(), concurrency, Duration::from_secs(1), &customers).await?;
+    load(channel, concurrency, Duration::from_secs(seconds), &customers).await
 }
 
 fn report(label: &str, results: &[(f64, f64, f64)]) {
@@ -138,10 +146,12 @@ fn report(label: &str, results: &[(f64, f64, f64)]) {
 }
 
 /// Commands/s, p50 and p99 in ms. Every command must succeed.
+/// `customers` empty: a new customer for every command; else commands spread over them.
 async fn load(
     channel: Channel,
     concurrency: usize,
     length: Duration,
+    customers: &[String],
 ) -> anyhow::Result<(f64, f64, f64)> {
     let date = (chrono::Utc::now().date_naive() + chrono::Days::new(7))
         .format("%Y-%m-%d")
@@ -149,15 +159,25 @@ async fn load(
     let deadline = Instant::now() + length;
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..concurrency {
+    let customers = std::sync::Arc::new(customers.to_vec());
+    for task in 0..concurrency {
         let mut client = ReservationServiceClient::new(channel.clone());
         let date = date.clone();
+        let customers = customers.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
+            // Each task walks the customers from its own place: a customer comes back now
+            // and then, as in real life, not in lockstep.
+            let mut sent_count = task * 7919;
             while Instant::now() < deadline {
+                sent_count += 1;
                 let request = ApplyReservationRequest {
                     request_id: uuid::Uuid::new_v4().to_string(),
-                    customer_id: uuid::Uuid::new_v4().to_string(),
+                    customer_id: if customers.is_empty() {
+                        uuid::Uuid::new_v4().to_string()
+                    } else {
+                        customers[sent_count % customers.len()].clone()
+                    },
                     customer_name: "Ada Lovelace".into(),
                     place: "12 Analytical Row".into(),
                     request_date: date.clone(),

@@ -35,6 +35,19 @@ impl<K: KeyStore> Executor<K> {
         if cfg!(feature = "unsealed-baseline") {
             return Ok(());
         }
+        match self.store.keys().is_forgotten(customer).await {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(StoreError::from(events::KeyError::Forgotten).into()),
+            Err(e) => Err(StoreError::from(e).into()),
+        }
+    }
+
+    /// Makes sure the customer's key exists (creating it is a durable write), so that it can
+    /// run beside other work, such as the payment, instead of inside the append.
+    pub async fn prepare_key(&self, customer: domain::CustomerId) -> Result<(), CommandError> {
+        if cfg!(feature = "unsealed-baseline") {
+            return Ok(());
+        }
         self.store
             .keys()
             .key_for_writing(customer)

@@ -20,7 +20,7 @@ async fn main() -> anyhow::Result<()> {
         "command side serving cleaning.v1 (reflection and health included)"
     );
     // Customers' data keys: `KEY_STORE_URL`, else the read models' database settings.
-    let keys = PostgresKeys::connect(customer_keys::config_from_env()?, 8)
+    let keys = PostgresKeys::connect(customer_keys::config_from_env()?, 32)
         .await
         .context("cannot reach the key store")?;
     let keys = Arc::new(keys);

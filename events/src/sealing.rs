@@ -71,6 +71,12 @@ pub trait KeyStore: Send + Sync + 'static {
         customer: CustomerId,
     ) -> impl Future<Output = Result<CustomerKey, KeyError>> + Send;
 
+    /// Whether the customer was forgotten; creates nothing (a cheap check before any work).
+    fn is_forgotten(
+        &self,
+        customer: CustomerId,
+    ) -> impl Future<Output = Result<bool, KeyError>> + Send;
+
     /// The key with this id, or `None` when it was destroyed (or never existed).
     fn key_for_reading(
         &self,
@@ -100,6 +106,14 @@ impl KeyStore for InMemoryKeys {
             Some(key) => Ok(key.clone()),
             None => Err(KeyError::Forgotten),
         }
+    }
+
+    async fn is_forgotten(&self, customer: CustomerId) -> Result<bool, KeyError> {
+        let keys = self
+            .keys
+            .lock()
+            .map_err(|_| KeyError::Store("poisoned".into()))?;
+        Ok(matches!(keys.get(&key_id(customer)), Some(None)))
     }
 
     async fn key_for_reading(&self, key_id: &str) -> Result<Option<CustomerKey>, KeyError> {

@@ -138,7 +138,14 @@ impl<K: KeyStore> Projector<K> {
     }
 
     /// Projects until `shutdown` completes (after the batch in hand) or a failure stops it.
+    /// Only one projector works on a database at a time: another one waits here (a standby
+    /// replica) until the first stops or its connection drops.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), ProjectorError> {
+        tokio::pin!(shutdown);
+        let _active = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            lock = self.become_the_active_one() => lock?,
+        };
         let start = match self.checkpoint().await? {
             Some(p) => StreamPosition::Position(Position {
                 commit: p,
@@ -148,8 +155,7 @@ impl<K: KeyStore> Projector<K> {
         };
         let (tx, mut rx) = mpsc::channel(self.batches.max_events * 2);
         let mut reader = tokio::spawn(read(self.client.clone(), self.keys.clone(), start, tx));
-        let _head = tokio::spawn(watch_head(self.client.clone()));
-        tokio::pin!(shutdown);
+        let head = tokio::spawn(watch_head(self.client.clone()));
         let result = loop {
             let first = tokio::select! {
                 _ = &mut shutdown => break Ok(()),
@@ -175,7 +181,24 @@ impl<K: KeyStore> Projector<K> {
             }
         };
         reader.abort();
+        head.abort();
         result
+    }
+
+    /// Waits for this database's projector lock: a PostgreSQL advisory lock held by a
+    /// connection of its own, taken out of the pool so that it is released exactly when this
+    /// projector stops (dropped) or dies (the connection closes).
+    async fn become_the_active_one(
+        &self,
+    ) -> Result<deadpool_postgres::ClientWrapper, ProjectorError> {
+        let connection = deadpool_postgres::Object::take(self.pool.get().await?);
+        connection
+            .execute(
+                "SELECT pg_advisory_lock(hashtext('cleaning-park projector'))",
+                &[],
+            )
+            .await?;
+        Ok(connection)
     }
 
     /// One transaction: the batch's rows, any poison it met, and its checkpoint.

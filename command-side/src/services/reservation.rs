@@ -110,11 +110,11 @@ impl<K: KeyStore> ReservationService for Reservations<K> {
         // A forgotten customer is refused before any money moves. A retried request pays
         // nothing twice (the payment answers with its recorded decision) and records nothing
         // twice (the executor finds the original events).
+        // The customer's key is made (a durable write) while the payment runs.
         self.executor.ensure_not_forgotten(customer_id).await?;
 
-        let paid = self
-            .payments
-            .pay(
+        let (paid, _) = tokio::try_join!(
+            self.payments.pay(
                 PayRequest {
                     request_id: derived_id(&context, "pay").to_string(),
                     payment_id: payment_id.to_string(),
@@ -123,8 +123,9 @@ impl<K: KeyStore> ReservationService for Reservations<K> {
                     paymethod_kind: kind.as_str().to_string(),
                 },
                 &context,
-            )
-            .await?;
+            ),
+            self.executor.prepare_key(customer_id),
+        )?;
         if !paid.approved {
             return Err(CommandError::Refused(format!(
                 "payment declined: {}",
