@@ -63,7 +63,13 @@ pub fn run_sealing(options: SealingOptions, runs: usize) -> anyhow::Result<()> {
             for _ in 0..runs {
                 with.push(measure(&sealed, concurrency, options.seconds, options.customers).await?);
                 without.push(
-                    measure(&options.baseline, concurrency, options.seconds, options.customers).await?,
+                    measure(
+                        &options.baseline,
+                        concurrency,
+                        options.seconds,
+                        options.customers,
+                    )
+                    .await?,
                 );
             }
             report(&format!("concurrency {concurrency:>2}, sealed  "), &with);
@@ -119,9 +125,23 @@ async fn measure(
         .connect()
         .await?;
     // Warm up (connections, first reads), then measure.
-    let customers: Vec<String> = (0..customers).map(|_| uuid::Uuid::new_v4().to_string()).collect();
-    load(channel.clone(), concurrency, Duration::from_secs(1), &customers).await?;
-    load(channel, concurrency, Duration::from_secs(seconds), &customers).await
+    let customers: Vec<String> = (0..customers)
+        .map(|_| uuid::Uuid::new_v4().to_string())
+        .collect();
+    load(
+        channel.clone(),
+        concurrency,
+        Duration::from_secs(1),
+        &customers,
+    )
+    .await?;
+    load(
+        channel,
+        concurrency,
+        Duration::from_secs(seconds),
+        &customers,
+    )
+    .await
 }
 
 fn report(label: &str, results: &[(f64, f64, f64)]) {

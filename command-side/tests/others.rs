@@ -91,6 +91,7 @@ async fn messages_are_sent_once_per_request() {
         recipient: "ada@example.org".into(),
         reservation_id: String::new(),
         text: "Your cleaning is tomorrow.".into(),
+        cause: String::new(),
     };
     let sent = s
         .messages
@@ -112,12 +113,13 @@ async fn messages_are_sent_once_per_request() {
             recipient: String::new(),
             reservation_id: "x".into(),
             text: String::new(),
+            cause: "Gossip".into(),
         })
         .await
         .unwrap_err();
     let mut fields = violated_fields(&err);
     fields.sort();
-    assert_eq!(fields, ["recipient", "reservation_id", "text"]);
+    assert_eq!(fields, ["cause", "recipient", "reservation_id", "text"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -131,21 +131,40 @@ async fn main() -> anyhow::Result<()> {
     // The policies act through the command side, like any client.
     let command_channel =
         tonic::transport::Channel::from_shared(format!("http://{}", args.commands))?.connect_lazy();
+    let events = kurrentdb::Client::new(format!("esdb://{}?tls=false", args.event_store).parse()?)
+        .map_err(|e| anyhow::anyhow!("event store client: {e}"))?;
+    let payments = command_side::proto::payment_service_client::PaymentServiceClient::new(
+        command_channel.clone(),
+    );
     let refunds = policies::RefundOnCancel {
-        events: kurrentdb::Client::new(format!("esdb://{}?tls=false", args.event_store).parse()?)
-            .map_err(|e| anyhow::anyhow!("event store client: {e}"))?,
-        payments: command_side::proto::payment_service_client::PaymentServiceClient::new(
+        events: events.clone(),
+        payments: payments.clone(),
+    };
+    let notify = policies::NotifyCustomer {
+        messages: command_side::proto::message_service_client::MessageServiceClient::new(
             command_channel,
         ),
-        pool: pool.clone(),
     };
-    let mut refunds_stop = stop.clone();
-    let refunding = tokio::spawn(async move {
-        refunds
-            .run(async move {
-                let _ = refunds_stop.wait_for(|s| *s).await;
-            })
-            .await
+    let orphans = policies::RefundOrphanedPayments {
+        events: events.clone(),
+        payments,
+        pool: pool.clone(),
+        orphan_after: std::time::Duration::from_secs(60),
+    };
+    let policy_pool = pool.clone();
+    let policy_stop = stop.clone();
+    let policing = tokio::spawn(async move {
+        let until_stopped = || {
+            let mut stop = policy_stop.clone();
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }
+        };
+        tokio::try_join!(
+            policies::follow(&refunds, &events, &policy_pool, until_stopped()),
+            policies::follow(&notify, &events, &policy_pool, until_stopped()),
+            orphans.run(until_stopped()),
+        )
     });
 
     let query_listener = tokio::net::TcpListener::bind(args.queries)
@@ -179,8 +198,8 @@ async fn main() -> anyhow::Result<()> {
         result = projecting => {
             eprintln!("the projector stopped: {result:?}");
         }
-        result = refunding => {
-            eprintln!("the refund policy stopped: {result:?}");
+        result = policing => {
+            eprintln!("the policies stopped: {result:?}");
         }
     }
     println!("\nStopping: the command side drains, then the read side and the event store close.");

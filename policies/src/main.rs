@@ -1,10 +1,19 @@
-//! `policies`: the process managers, each on its own subscription and checkpoint, acting
-//! through the command side like any client.
+//! `policies`: the process managers (refund on cancel, notify the customer, refund orphaned
+//! payments), each on its own subscription and checkpoint, acting through the command side
+//! like any client.
 //!
 //! Settings: `EVENT_STORE_URL` (esdb://127.0.0.1:2113?tls=false), `COMMAND_ENDPOINT`
-//! (http://127.0.0.1:50051), `DATABASE_URL` or the `PG*` variables (where checkpoints live).
+//! (http://127.0.0.1:50051), `DATABASE_URL` or the `PG*` variables (checkpoints and the
+//! policies' state), `ORPHAN_AFTER_MS` (60000: how long an approved payment may wait for its
+//! reservation before it is refunded).
+
+use std::time::Duration;
 
 use anyhow::Context;
+use command_side::proto::message_service_client::MessageServiceClient;
+use command_side::proto::payment_service_client::PaymentServiceClient;
+use policies::{follow, NotifyCustomer, RefundOnCancel, RefundOrphanedPayments};
+use tokio::sync::watch;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -13,6 +22,10 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|_| "esdb://127.0.0.1:2113?tls=false".into());
     let commands =
         std::env::var("COMMAND_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:50051".into());
+    let orphan_after = match std::env::var("ORPHAN_AFTER_MS") {
+        Ok(text) => Duration::from_millis(text.trim().parse().context("ORPHAN_AFTER_MS")?),
+        Err(_) => Duration::from_secs(60),
+    };
     let events = kurrentdb::Client::new(
         url.parse()
             .map_err(|e| anyhow::anyhow!("EVENT_STORE_URL: {e}"))?,
@@ -21,17 +34,48 @@ async fn main() -> anyhow::Result<()> {
     let channel = tonic::transport::Channel::from_shared(commands.clone())
         .context("COMMAND_ENDPOINT")?
         .connect_lazy();
-    let pool = read_models::pool(read_models::config_from_env()?, 2)?;
+    let pool = read_models::pool(read_models::config_from_env()?, 4)?;
     read_models::migrate(&pool)
         .await
-        .context("cannot migrate the checkpoints table")?;
-    let refunds = policies::RefundOnCancel {
-        events,
-        payments: command_side::proto::payment_service_client::PaymentServiceClient::new(channel),
-        pool,
+        .context("cannot migrate the policies' tables")?;
+
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
     };
-    tracing::info!(event_store = %url, commands = %commands, "refund-on-cancel policy running");
-    refunds.run(lifecycle::shutdown_signal()).await?;
+    let refunds = RefundOnCancel {
+        events: events.clone(),
+        payments: PaymentServiceClient::new(channel.clone()),
+    };
+    let notify = NotifyCustomer {
+        messages: MessageServiceClient::new(channel.clone()),
+    };
+    let orphans = RefundOrphanedPayments {
+        events: events.clone(),
+        payments: PaymentServiceClient::new(channel),
+        pool: pool.clone(),
+        orphan_after,
+    };
+    tracing::info!(event_store = %url, commands = %commands, ?orphan_after, "policies running");
+    let running = async {
+        tokio::try_join!(
+            follow(&refunds, &events, &pool, until_stopped()),
+            follow(&notify, &events, &pool, until_stopped()),
+            orphans.run(until_stopped()),
+        )
+    };
+    tokio::pin!(running);
+    tokio::select! {
+        result = &mut running => { result?; }
+        _ = lifecycle::shutdown_signal() => {
+            // Each stops between two events.
+            let _ = stop.send(true);
+            running.await?;
+        }
+    }
     tracing::info!("policies stopped");
     Ok(())
 }

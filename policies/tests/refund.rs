@@ -27,11 +27,10 @@ async fn payment_events(
     out
 }
 
-fn policy(running: &testkit::Running, pool: &deadpool_postgres::Pool) -> RefundOnCancel {
+fn policy(running: &testkit::Running) -> RefundOnCancel {
     RefundOnCancel {
         events: running.event_store_client(),
         payments: PaymentServiceClient::new(running.commands.clone()),
-        pool: pool.clone(),
     }
 }
 
@@ -39,8 +38,11 @@ fn policy(running: &testkit::Running, pool: &deadpool_postgres::Pool) -> RefundO
 async fn a_cancellation_refunds_its_payment_exactly_once() {
     let running = testkit::Running::start().await;
     let pool = testkit::fresh_database().await;
-    let first = policy(&running, &pool);
-    let task = tokio::spawn(async move { first.run(std::future::pending()).await });
+    let first = policy(&running);
+    let (events, policy_pool) = (running.event_store_client(), pool.clone());
+    let task = tokio::spawn(async move {
+        policies::follow(&first, &events, &policy_pool, std::future::pending()).await
+    });
 
     let mut reservations = ReservationServiceClient::new(running.commands.clone());
     let applied = reservations
@@ -103,14 +105,14 @@ async fn a_cancellation_refunds_its_payment_exactly_once() {
         .execute("DELETE FROM checkpoints", &[])
         .await
         .unwrap();
-    let again = policy(&running, &pool);
+    let again = policy(&running);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (events, policy_pool) = (running.event_store_client(), pool.clone());
     let task = tokio::spawn(async move {
-        again
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await
+        policies::follow(&again, &events, &policy_pool, async {
+            let _ = stopped.await;
+        })
+        .await
     });
     for _ in 0..250 {
         let done = pool

@@ -155,6 +155,7 @@ async fn a_forgotten_customer_cannot_be_read_back_from_any_event() {
             recipient: RECIPIENT.into(),
             reservation_id: kept.id.clone(),
             text: TEXT.into(),
+            cause: String::new(),
         })
         .await
         .unwrap();
@@ -232,6 +233,7 @@ async fn a_forgotten_customer_cannot_be_read_back_from_any_event() {
             recipient: RECIPIENT.into(),
             reservation_id: String::new(),
             text: "again".into(),
+            cause: String::new(),
         })
         .await
         .unwrap_err();

@@ -368,6 +368,7 @@ async fn messages_paymethods_and_payments_page_and_filter() {
                 recipient: "someone@example.org".into(),
                 reservation_id: reservation,
                 text: text.into(),
+                cause: String::new(),
             })
             .await
             .unwrap();

@@ -1,4 +1,4 @@
-//! `MessageService`: a message sent on a person's request.
+//! `MessageService`: a message sent on a person's request or by a notification policy.
 
 use std::sync::Arc;
 
@@ -38,6 +38,17 @@ impl<K: KeyStore> MessageService for Messages<K> {
         let customer_id = v.check("customer_id", CustomerId::parse(&r.customer_id));
         let recipient = v.check("recipient", Personal::text(&r.recipient, MAX_RECIPIENT));
         let text = v.check("text", Personal::text(&r.text, MAX_TEXT));
+        let cause = match r.cause.trim() {
+            "" => "SendMessage".to_string(),
+            cause if events::EVENT_TYPES.contains(&cause) => cause.to_string(),
+            _ => {
+                v.add(
+                    "cause",
+                    "must be empty or the type of the event that caused the message",
+                );
+                String::new()
+            }
+        };
         let reservation_id = match r.reservation_id.trim() {
             "" => None,
             id => v.check("reservation_id", ReservationId::parse(id)),
@@ -56,7 +67,7 @@ impl<K: KeyStore> MessageService for Messages<K> {
             recipient,
             reservation_id,
             text,
-            cause: "SendMessage".into(),
+            cause,
         };
         let written = self
             .executor

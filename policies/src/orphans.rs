@@ -1,0 +1,147 @@
+//! RefundOrphanedPayments: a payment approved whose reservation was never recorded (the command
+//! side stopped between the two) is found and refunded.
+//!
+//! The policy notes every approval and strikes it off when its reservation is recorded; a sweep
+//! refunds what stays noted longer than `orphan_after`, after checking the event store that the
+//! reservation really does not exist.
+
+use std::future::Future;
+use std::time::Duration;
+
+use command_side::proto::payment_service_client::PaymentServiceClient;
+use command_side::proto::CancelPaymentRequest;
+use deadpool_postgres::Pool;
+use domain::payment::PaymentEvent;
+use domain::reservation::ReservationEvent;
+use events::Event;
+use kurrentdb::ReadStreamOptions;
+use tokio_postgres::Transaction;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+use crate::follow::{database, follow, request, until_answered, Policy, Trigger};
+use crate::PolicyError;
+
+pub struct RefundOrphanedPayments {
+    pub events: kurrentdb::Client,
+    pub payments: PaymentServiceClient<Channel>,
+    pub pool: Pool,
+    /// How long an approval may wait for its reservation: far longer than a command takes.
+    pub orphan_after: Duration,
+}
+
+impl Policy for RefundOrphanedPayments {
+    const NAME: &'static str = "policy:refund-orphaned-payments";
+    const EVENT_TYPES: &'static [&'static str] = &["PaymentApproved", "CleaningRequested"];
+
+    async fn react<'a>(
+        &'a self,
+        t: &'a Trigger,
+        tx: &'a Transaction<'a>,
+    ) -> Result<(), PolicyError> {
+        match &t.event {
+            Event::Payment(PaymentEvent::PaymentApproved {
+                payment_id,
+                reservation_id,
+                ..
+            }) => {
+                tx.execute(
+                    "INSERT INTO orphan_candidates (payment_id, reservation_id, approved_at, approved_event, correlation_id)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    &[&payment_id.uuid(), &reservation_id.uuid(), &t.created, &t.id, &t.correlation_id()],
+                )
+                .await
+                .map_err(database)?;
+            }
+            Event::Reservation(ReservationEvent::CleaningRequested(r)) => {
+                tx.execute(
+                    "DELETE FROM orphan_candidates WHERE payment_id = $1",
+                    &[&r.payment_id.uuid()],
+                )
+                .await
+                .map_err(database)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl RefundOrphanedPayments {
+    /// Follows the log and sweeps, until `shutdown`.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), PolicyError> {
+        tokio::pin!(shutdown);
+        let sweep_every = (self.orphan_after / 2).max(Duration::from_millis(200));
+        let sweeping = async {
+            loop {
+                tokio::time::sleep(sweep_every).await;
+                self.sweep().await?;
+            }
+        };
+        tokio::select! {
+            result = follow(self, &self.events, &self.pool, &mut shutdown) => result,
+            result = sweeping => result,
+        }
+    }
+
+    /// Refunds every approval older than `orphan_after` whose reservation does not exist.
+    pub async fn sweep(&self) -> Result<(), PolicyError> {
+        let client = self.pool.get().await.map_err(database)?;
+        let rows = client
+            .query(
+                "SELECT payment_id, reservation_id, approved_event, correlation_id
+                 FROM orphan_candidates
+                 WHERE approved_at < now() - make_interval(secs => $1)
+                 ORDER BY approved_at LIMIT 100",
+                &[&self.orphan_after.as_secs_f64()],
+            )
+            .await
+            .map_err(database)?;
+        for row in rows {
+            let (payment_id, reservation_id, approved_event): (Uuid, Uuid, Uuid) =
+                (row.get(0), row.get(1), row.get(2));
+            let correlation: Uuid = row.get::<_, Option<Uuid>>(3).unwrap_or(approved_event);
+            if self.reservation_exists(reservation_id).await? {
+                // Recorded after all; the subscription will strike it off too.
+            } else {
+                tracing::warn!(%payment_id, %reservation_id, "orphaned payment; refunding");
+                let cancel = CancelPaymentRequest {
+                    request_id: Uuid::new_v5(&approved_event, b"orphan-refund").to_string(),
+                    payment_id: payment_id.to_string(),
+                };
+                until_answered("refund an orphaned payment", || {
+                    let request = request(cancel.clone(), correlation, approved_event);
+                    let mut payments = self.payments.clone();
+                    async move { payments.cancel_payment(request).await }
+                })
+                .await;
+                metrics::counter!("policy_orphaned_payments_refunded_total").increment(1);
+            }
+            client
+                .execute(
+                    "DELETE FROM orphan_candidates WHERE payment_id = $1",
+                    &[&payment_id],
+                )
+                .await
+                .map_err(database)?;
+        }
+        Ok(())
+    }
+
+    async fn reservation_exists(&self, reservation_id: Uuid) -> Result<bool, PolicyError> {
+        let stream = events::streams::reservation(domain::ReservationId::from(reservation_id));
+        match self
+            .events
+            .read_stream(stream.as_str(), &ReadStreamOptions::default().max_count(1))
+            .await
+        {
+            Ok(mut read) => match read.next().await {
+                Ok(first) => Ok(first.is_some()),
+                Err(kurrentdb::Error::ResourceNotFound) => Ok(false),
+                Err(e) => Err(PolicyError::EventStore(e.to_string())),
+            },
+            Err(kurrentdb::Error::ResourceNotFound) => Ok(false),
+            Err(e) => Err(PolicyError::EventStore(e.to_string())),
+        }
+    }
+}
