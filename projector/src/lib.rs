@@ -8,6 +8,7 @@
 
 pub mod dashboard;
 pub mod messages;
+pub mod rebuild;
 pub mod timeline;
 
 use std::future::Future;
@@ -114,6 +115,8 @@ enum Delivery {
     Poison(Poison),
     /// The subscription failed.
     Failed(ProjectorError),
+    /// The subscription reached the head of the log.
+    CaughtUp,
 }
 
 pub struct Projector<K> {
@@ -146,6 +149,31 @@ impl<K: KeyStore> Projector<K> {
             _ = &mut shutdown => return Ok(()),
             lock = self.become_the_active_one() => lock?,
         };
+        let head = tokio::spawn(watch_head(self.client.clone()));
+        let result = self.project(Mode::Live, shutdown, &|_, _| {}).await;
+        head.abort();
+        result
+    }
+
+    /// Projects from the checkpoint until the head of the log as it is when the subscription
+    /// gets there, then returns; `progress` hears each batch's last position and size. For
+    /// rebuilds: it
+    /// neither waits for the projector lock nor takes the switch lock.
+    pub async fn catch_up(
+        &self,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> Result<(), ProjectorError> {
+        self.project(Mode::CatchUp, std::future::pending(), progress)
+            .await
+    }
+
+    async fn project(
+        &self,
+        mode: Mode,
+        shutdown: impl Future<Output = ()>,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> Result<(), ProjectorError> {
+        tokio::pin!(shutdown);
         let start = match self.checkpoint().await? {
             Some(p) => StreamPosition::Position(Position {
                 commit: p,
@@ -155,7 +183,6 @@ impl<K: KeyStore> Projector<K> {
         };
         let (tx, mut rx) = mpsc::channel(self.batches.max_events * 2);
         let mut reader = tokio::spawn(read(self.client.clone(), self.keys.clone(), start, tx));
-        let head = tokio::spawn(watch_head(self.client.clone()));
         let result = loop {
             let first = tokio::select! {
                 _ = &mut shutdown => break Ok(()),
@@ -170,18 +197,25 @@ impl<K: KeyStore> Projector<K> {
             };
             let mut batch = vec![first];
             let deadline = tokio::time::Instant::now() + self.batches.max_wait;
-            while batch.len() < self.batches.max_events {
+            while batch.len() < self.batches.max_events
+                && !matches!(batch.last(), Some(Delivery::CaughtUp))
+            {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
                     Ok(Some(next)) => batch.push(next),
                     Ok(None) | Err(_) => break,
                 }
             }
-            if let Err(e) = self.apply(batch).await {
-                break Err(e);
+            let caught_up = matches!(batch.last(), Some(Delivery::CaughtUp));
+            match self.apply(batch, mode).await {
+                Ok(Some((last, events))) => progress(last, events),
+                Ok(None) => {}
+                Err(e) => break Err(e),
+            }
+            if caught_up && mode == Mode::CatchUp {
+                break Ok(());
             }
         };
         reader.abort();
-        head.abort();
         result
     }
 
@@ -202,9 +236,22 @@ impl<K: KeyStore> Projector<K> {
     }
 
     /// One transaction: the batch's rows, any poison it met, and its checkpoint.
-    async fn apply(&self, batch: Vec<Delivery>) -> Result<(), ProjectorError> {
+    async fn apply(
+        &self,
+        batch: Vec<Delivery>,
+        mode: Mode,
+    ) -> Result<Option<(u64, u64)>, ProjectorError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
+        if mode == Mode::Live {
+            // A rebuild switching the tables over holds this exclusively: no live batch lands
+            // in the middle of the switch.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock_shared(hashtext('cleaning-park read-model switch'))",
+                &[],
+            )
+            .await?;
+        }
         let mut last = None;
         let mut failure = None;
         let mut applied_events = 0u64;
@@ -260,6 +307,7 @@ impl<K: KeyStore> Projector<K> {
                     failure = Some(e);
                     break;
                 }
+                Delivery::CaughtUp => {}
             }
         }
         if let Some((position, _)) = last {
@@ -285,9 +333,17 @@ impl<K: KeyStore> Projector<K> {
         }
         match failure {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => Ok(last.map(|(position, _)| (position, applied_events))),
         }
     }
+}
+
+/// How a projector runs: live (one active per database, batches wait for a switch in
+/// progress) or catching up into a rebuild's tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Live,
+    CatchUp,
 }
 
 /// Samples the head of `$all` every second (`projector_head_position`), so that the lag behind
@@ -326,6 +382,12 @@ async fn read<K: KeyStore>(
     loop {
         let event = match subscription.next_subscription_event().await {
             Ok(SubscriptionEvent::EventAppeared(event)) => event,
+            Ok(SubscriptionEvent::CaughtUp(_)) => {
+                if tx.send(Delivery::CaughtUp).await.is_err() {
+                    return Ok(());
+                }
+                continue;
+            }
             Ok(_) => continue,
             Err(e) => {
                 let _ = tx

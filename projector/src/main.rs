@@ -1,5 +1,9 @@
 //! `projector`: builds the read models in PostgreSQL from the event store.
 //!
+//! `projector` projects live; `projector rebuild dashboard` rebuilds every read-model table from
+//! the whole log beside the live ones and switches over atomically (the `dashboard` projection
+//! maintains them all), with a progress bar.
+//!
 //! Settings: `EVENT_STORE_URL` (esdb://127.0.0.1:2113?tls=false), `DATABASE_URL` or the `PG*`
 //! variables, `KEY_STORE_URL` (the same database), `BATCH_MAX_EVENTS` (500), `BATCH_MAX_WAIT_MS` (5),
 //! `ON_POISON` (`stop` or `park`), `METRICS_LISTEN` (127.0.0.1:9091: `/metrics`, `/healthz`).
@@ -23,9 +27,29 @@ where
     }
 }
 
+#[derive(clap::Parser)]
+#[command(about = "Builds the read models in PostgreSQL from the event store")]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Projects live (the default).
+    Run,
+    /// Rebuilds a projection's tables from the whole log, then switches over atomically.
+    Rebuild {
+        /// The projection: `dashboard` (every read-model table; `all` says the same).
+        #[arg(value_parser = ["dashboard", "all"])]
+        projection: String,
+    },
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     lifecycle::init_logging("info");
+    let args = <Args as clap::Parser>::parse();
     let url = std::env::var("EVENT_STORE_URL")
         .unwrap_or_else(|_| "esdb://127.0.0.1:2113?tls=false".into());
     let client = kurrentdb::Client::new(
@@ -33,7 +57,8 @@ async fn main() -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("EVENT_STORE_URL: {e}"))?,
     )
     .map_err(|e| anyhow::anyhow!("event store client: {e}"))?;
-    let pool = read_models::pool(read_models::config_from_env()?, 4)?;
+    let database = read_models::config_from_env()?;
+    let pool = read_models::pool(database.clone(), 4)?;
     read_models::migrate(&pool)
         .await
         .context("cannot migrate the read models")?;
@@ -46,12 +71,16 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("cannot reach the key store")?;
     let keys = Arc::new(keys);
+    let on_poison = setting("ON_POISON", OnPoison::Stop)?;
+    if let Some(Command::Rebuild { .. }) = args.command {
+        return rebuild(client, pool, database, keys, batches, on_poison).await;
+    }
     let projector = Projector {
         client,
         pool,
         keys,
         batches,
-        on_poison: setting("ON_POISON", OnPoison::Stop)?,
+        on_poison,
     };
     let metrics_listen: String = setting("METRICS_LISTEN", "127.0.0.1:9091".to_string())?;
     let metrics_listener = tokio::net::TcpListener::bind(&metrics_listen)
@@ -69,4 +98,63 @@ async fn main() -> anyhow::Result<()> {
     projector.run(lifecycle::shutdown_signal()).await?;
     tracing::info!("projector stopped");
     Ok(())
+}
+
+/// `projector rebuild`: the rebuild with a progress bar (positions of the log, events/s, ETA).
+async fn rebuild(
+    client: kurrentdb::Client,
+    pool: deadpool_postgres::Pool,
+    database: tokio_postgres::Config,
+    keys: Arc<customer_keys::PostgresKeys>,
+    batches: BatchSettings,
+    on_poison: OnPoison,
+) -> anyhow::Result<()> {
+    let head = head_of_log(&client).await?;
+    let bar = indicatif::ProgressBar::new(head);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} log positions, {msg}, ETA {eta}",
+        )?
+        .progress_chars("=> "),
+    );
+    let started = std::time::Instant::now();
+    let events = std::sync::atomic::AtomicU64::new(0);
+    let progress = |position: u64, batch: u64| {
+        let total = events.fetch_add(batch, std::sync::atomic::Ordering::Relaxed) + batch;
+        let rate = total as f64 / started.elapsed().as_secs_f64().max(0.001);
+        if position > bar.length().unwrap_or(0) {
+            bar.set_length(position);
+        }
+        bar.set_position(position);
+        bar.set_message(format!("{total} events, {rate:.0} events/s"));
+    };
+    let rebuilt =
+        projector::rebuild::rebuild(client, pool, database, keys, batches, on_poison, &progress)
+            .await?;
+    bar.finish();
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "Rebuilt: {} events in {seconds:.1} s ({:.0} events/s); the read models now stand at log position {}.",
+        rebuilt.events,
+        rebuilt.events as f64 / seconds.max(0.001),
+        rebuilt.position
+    );
+    Ok(())
+}
+
+/// The position of the last event in the log (0 when it is empty).
+async fn head_of_log(client: &kurrentdb::Client) -> anyhow::Result<u64> {
+    let options = kurrentdb::ReadAllOptions::default()
+        .position(kurrentdb::StreamPosition::End)
+        .backwards()
+        .max_count(1);
+    let mut read = client
+        .read_all(&options)
+        .await
+        .map_err(|e| anyhow::anyhow!("event store: {e}"))?;
+    Ok(match read.next().await {
+        Ok(Some(event)) => event.get_original_event().position.commit,
+        Ok(None) => 0,
+        Err(e) => anyhow::bail!("event store: {e}"),
+    })
 }

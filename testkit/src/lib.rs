@@ -113,3 +113,23 @@ pub fn apply_request(customer_id: &str, price_cents: i64) -> ApplyReservationReq
         paymethod_kind: "debit_card".into(),
     }
 }
+
+/// Every row of `tables`, as JSON text in a stable order: two databases hold the same read
+/// models exactly when their dumps are equal.
+pub async fn dump(pool: &Pool, tables: &[&str]) -> Vec<String> {
+    let client = pool.get().await.expect("database");
+    let mut out = Vec::new();
+    for table in tables {
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT '{table} ' || row_to_json(t)::text AS row FROM {table} t ORDER BY row"
+                ),
+                &[],
+            )
+            .await
+            .expect("dump");
+        out.extend(rows.iter().map(|r| r.get::<_, String>(0)));
+    }
+    out
+}
