@@ -13,10 +13,14 @@
 //!
 //! `target/release/bench sealing` compares that with a command side built without sealing
 //! (`--features unsealed-baseline`, into `target/unsealed`), to show what privacy costs.
+//!
+//! `target/release/bench queries` loads the release `query-side` with wrk over a million
+//! dashboard rows (under `pg_virtualenv -o fsync=on`).
 
 mod commands_bench;
 mod event_store_bench;
 mod processes;
+mod queries_bench;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +43,8 @@ enum Target {
     Commands(commands_bench::Options),
     /// ApplyReservation with and without sealing personal data (needs the baseline build).
     Sealing(commands_bench::SealingOptions),
+    /// The query side under wrk, over a million reservations (needs wrk and PostgreSQL).
+    Queries(queries_bench::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,5 +53,6 @@ fn main() -> anyhow::Result<()> {
         Target::EventStore(options) => event_store_bench::run(options, args.runs),
         Target::Commands(options) => commands_bench::run(options, args.runs),
         Target::Sealing(options) => commands_bench::run_sealing(options, args.runs),
+        Target::Queries(options) => queries_bench::run(options, args.runs),
     }
 }

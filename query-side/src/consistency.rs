@@ -55,15 +55,14 @@ pub async fn wait_for(
     }
     let deadline = tokio::time::Instant::now() + state.max_wait;
     loop {
-        let client = state.pool.get().await?;
-        let current: i64 = client
-            .query_opt(
-                "SELECT commit_position FROM checkpoints WHERE projection = 'dashboard'",
-                &[],
-            )
-            .await?
-            .map_or(0, |r| r.get(0));
-        drop(client);
+        let current: i64 = crate::fetch(
+            &state.pool,
+            "SELECT commit_position FROM checkpoints WHERE projection = 'dashboard'",
+            &[],
+        )
+        .await?
+        .first()
+        .map_or(0, |r| r.get(0));
         if current >= wanted {
             return Ok(Consistency(Some((true, current))));
         }

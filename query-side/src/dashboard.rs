@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::consistency::wait_for;
 use crate::params::{encode_cursor, id_from_path, Params};
-use crate::{AppState, Page, Problem};
+use crate::{fetch, AppState, Page, Problem};
 
 /// One dashboard row: every fact of a reservation. Personal fields are `null` only when erased.
 #[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
@@ -100,20 +100,19 @@ pub async fn list(
 
     // Newest first, keyset-paged on the reservation's place in the log: as fast on page 1,000
     // as on page one, and stable while rows are added.
-    let client = state.pool.get().await?;
-    let rows = client
-        .query(
-            &format!(
-                "SELECT {COLUMNS}, requested_position FROM dashboard
+    let rows = fetch(
+        &state.pool,
+        &format!(
+            "SELECT {COLUMNS}, requested_position FROM dashboard
                  WHERE ($1::text IS NULL OR status = $1)
                    AND ($2::uuid IS NULL OR customer_id = $2)
                    AND ($3::bigint IS NULL OR requested_position < $3)
                  ORDER BY requested_position DESC
                  LIMIT $4"
-            ),
-            &[&status, &customer, &after, &(limit + 1)],
-        )
-        .await?;
+        ),
+        &[&status, &customer, &after, &(limit + 1)],
+    )
+    .await?;
     let page = Page::of(&rows, limit, entry, |r| r.get("requested_position"));
     Ok(consistency.apply(Json(page).into_response()))
 }
@@ -138,15 +137,16 @@ pub async fn one(
     let id = id_from_path("reservation_id", &reservation_id)?;
     let params = Params::parse(query.as_deref(), &["min_position"])?;
     let consistency = wait_for(&state, &headers, &params).await?;
-    let client = state.pool.get().await?;
-    let row = client
-        .query_opt(
-            &format!("SELECT {COLUMNS} FROM dashboard WHERE reservation_id = $1"),
-            &[&id],
-        )
-        .await?
+    let rows = fetch(
+        &state.pool,
+        &format!("SELECT {COLUMNS} FROM dashboard WHERE reservation_id = $1"),
+        &[&id],
+    )
+    .await?;
+    let row = rows
+        .first()
         .ok_or_else(|| Problem::not_found(format!("no reservation {id}")))?;
-    Ok(consistency.apply(Json(entry(&row)).into_response()))
+    Ok(consistency.apply(Json(entry(row)).into_response()))
 }
 
 /// One event of a reservation's history.
@@ -187,14 +187,13 @@ pub async fn timeline(
     let id = id_from_path("reservation_id", &reservation_id)?;
     let params = Params::parse(query.as_deref(), &["min_position"])?;
     let consistency = wait_for(&state, &headers, &params).await?;
-    let client = state.pool.get().await?;
-    let rows = client
-        .query(
-            "SELECT position, event_type, stream, occurred_at, correlation_id, causation_id, summary
+    let rows = fetch(
+        &state.pool,
+        "SELECT position, event_type, stream, occurred_at, correlation_id, causation_id, summary
              FROM timeline WHERE reservation_id = $1 ORDER BY position",
-            &[&id],
-        )
-        .await?;
+        &[&id],
+    )
+    .await?;
     if rows.is_empty() {
         return Err(Problem::not_found(format!("no reservation {id}")));
     }

@@ -140,6 +140,18 @@ pub async fn serve(
         .await
 }
 
+/// Runs `sql` on a pooled connection as a statement prepared once per connection, so that
+/// PostgreSQL parses and plans each query once, not on every request.
+pub(crate) async fn fetch(
+    pool: &Pool,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, Problem> {
+    let client = pool.get().await?;
+    let statement = client.prepare_cached(sql).await?;
+    Ok(client.query(&statement, params).await?)
+}
+
 /// Counts and times every request by route and status, for Prometheus.
 async fn record_metrics(request: Request, next: Next) -> Response {
     let route = request

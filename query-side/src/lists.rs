@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::consistency::wait_for;
 use crate::params::Params;
-use crate::{AppState, Page, Problem};
+use crate::{fetch, AppState, Page, Problem};
 
 /// A message sent to a customer. Recipient and text are `null` only when erased.
 #[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
@@ -60,12 +60,9 @@ pub async fn messages(
     let (customer, reservation) = (params.uuid("customer_id")?, params.uuid("reservation_id")?);
     let (limit, after) = (params.limit()?, params.after()?);
     let consistency = wait_for(&state, &headers, &params).await?;
-    let rows = state
-        .pool
-        .get()
-        .await?
-        .query(
-            "SELECT message_id, customer_id, reservation_id, recipient, text, cause,
+    let rows = fetch(
+        &state.pool,
+        "SELECT message_id, customer_id, reservation_id, recipient, text, cause,
                     personal_erased, sent_at, position
              FROM messages
              WHERE ($1::uuid IS NULL OR customer_id = $1)
@@ -73,9 +70,9 @@ pub async fn messages(
                AND ($3::bigint IS NULL OR position < $3)
              ORDER BY position DESC
              LIMIT $4",
-            &[&customer, &reservation, &after, &(limit + 1)],
-        )
-        .await?;
+        &[&customer, &reservation, &after, &(limit + 1)],
+    )
+    .await?;
     let page = Page::of(
         &rows,
         limit,
@@ -133,21 +130,18 @@ pub async fn paymethods(
     let customer = params.uuid("customer_id")?;
     let (limit, after) = (params.limit()?, params.after()?);
     let consistency = wait_for(&state, &headers, &params).await?;
-    let rows = state
-        .pool
-        .get()
-        .await?
-        .query(
-            "SELECT paymethod_id, customer_id, customer_name, personal_erased, kind, masked_number,
+    let rows = fetch(
+        &state.pool,
+        "SELECT paymethod_id, customer_id, customer_name, personal_erased, kind, masked_number,
                     registered_at, updated_at, registered_position
              FROM paymethods
              WHERE ($1::uuid IS NULL OR customer_id = $1)
                AND ($2::bigint IS NULL OR registered_position < $2)
              ORDER BY registered_position DESC
              LIMIT $3",
-            &[&customer, &after, &(limit + 1)],
-        )
-        .await?;
+        &[&customer, &after, &(limit + 1)],
+    )
+    .await?;
     let page = Page::of(
         &rows,
         limit,
@@ -218,12 +212,9 @@ pub async fn payments(
     let (customer, reservation) = (params.uuid("customer_id")?, params.uuid("reservation_id")?);
     let (limit, after) = (params.limit()?, params.after()?);
     let consistency = wait_for(&state, &headers, &params).await?;
-    let rows = state
-        .pool
-        .get()
-        .await?
-        .query(
-            "SELECT payment_id, reservation_id, customer_id, amount_cents, paymethod_kind, status,
+    let rows = fetch(
+        &state.pool,
+        "SELECT payment_id, reservation_id, customer_id, amount_cents, paymethod_kind, status,
                     decline_reason, updated_at, first_position
              FROM payments
              WHERE ($1::text IS NULL OR status = $1)
@@ -232,9 +223,9 @@ pub async fn payments(
                AND ($4::bigint IS NULL OR first_position < $4)
              ORDER BY first_position DESC
              LIMIT $5",
-            &[&status, &customer, &reservation, &after, &(limit + 1)],
-        )
-        .await?;
+        &[&status, &customer, &reservation, &after, &(limit + 1)],
+    )
+    .await?;
     let page = Page::of(
         &rows,
         limit,
