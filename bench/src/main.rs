@@ -16,10 +16,14 @@
 //!
 //! `target/release/bench queries` loads the release `query-side` with wrk over a million
 //! dashboard rows (under `pg_virtualenv -o fsync=on`).
+//!
+//! `target/release/bench projector` seeds a million events, rebuilds the read models from them
+//! (events/s into PostgreSQL), then measures the live lag under a steady command load.
 
 mod commands_bench;
 mod event_store_bench;
 mod processes;
+mod projector_bench;
 mod queries_bench;
 mod stats;
 
@@ -45,6 +49,8 @@ enum Target {
     Sealing(commands_bench::SealingOptions),
     /// The query side under wrk, over a million reservations (needs wrk and PostgreSQL).
     Queries(queries_bench::Options),
+    /// The projector: rebuild throughput over a million events, live lag under load.
+    Projector(projector_bench::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,5 +60,6 @@ fn main() -> anyhow::Result<()> {
         Target::Commands(options) => commands_bench::run(options, args.runs),
         Target::Sealing(options) => commands_bench::run_sealing(options, args.runs),
         Target::Queries(options) => queries_bench::run(options, args.runs),
+        Target::Projector(options) => projector_bench::run(options, args.runs),
     }
 }

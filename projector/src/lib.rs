@@ -9,7 +9,10 @@
 pub mod dashboard;
 pub mod messages;
 pub mod rebuild;
+pub mod statements;
 pub mod timeline;
+
+use statements::Statements;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -241,16 +244,14 @@ impl<K: KeyStore> Projector<K> {
         batch: Vec<Delivery>,
         mode: Mode,
     ) -> Result<Option<(u64, u64)>, ProjectorError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
+        let mut out = Statements::default();
         if mode == Mode::Live {
             // A rebuild switching the tables over holds this exclusively: no live batch lands
             // in the middle of the switch.
-            tx.execute(
+            out.push(
                 "SELECT pg_advisory_xact_lock_shared(hashtext('cleaning-park read-model switch'))",
-                &[],
-            )
-            .await?;
+                vec![],
+            );
         }
         let mut last = None;
         let mut failure = None;
@@ -265,9 +266,9 @@ impl<K: KeyStore> Projector<K> {
                         created: received.created,
                         metadata: received.metadata,
                     };
-                    dashboard::apply(&tx, &applied).await?;
-                    messages::apply(&tx, &applied).await?;
-                    timeline::apply(&tx, &applied).await?;
+                    dashboard::apply(&mut out, &applied);
+                    messages::apply(&mut out, &applied);
+                    timeline::apply(&mut out, &applied);
                     last = Some((received.position, received.created));
                     applied_events += 1;
                 }
@@ -282,13 +283,12 @@ impl<K: KeyStore> Projector<K> {
                         "cannot apply an event"
                     );
                     metrics::counter!("projector_poison_events_total").increment(1);
-                    tx.execute(
+                    out.push(
                         "INSERT INTO poison_events (projection, position, stream, event_type, error, parked)
                          VALUES ($1, $2, $3, $4, $5, $6)
                          ON CONFLICT (projection, position) DO UPDATE SET error = excluded.error, parked = excluded.parked",
-                        &[&DASHBOARD, &(poison.position as i64), &poison.stream, &poison.event_type, &poison.reason, &parked],
-                    )
-                    .await?;
+                        params![DASHBOARD, poison.position as i64, poison.stream, poison.event_type, poison.reason.clone(), parked],
+                    );
                     if !parked {
                         failure = Some(ProjectorError::Poison {
                             position: poison.position,
@@ -296,12 +296,7 @@ impl<K: KeyStore> Projector<K> {
                         });
                         break;
                     }
-                    tx.execute(
-                        "INSERT INTO checkpoints (projection, commit_position) VALUES ($1, $2)
-                         ON CONFLICT (projection) DO UPDATE SET commit_position = excluded.commit_position",
-                        &[&DASHBOARD, &(poison.position as i64)],
-                    )
-                    .await?;
+                    last = Some((poison.position, Utc::now()));
                 }
                 Delivery::Failed(e) => {
                     failure = Some(e);
@@ -311,25 +306,21 @@ impl<K: KeyStore> Projector<K> {
             }
         }
         if let Some((position, _)) = last {
-            tx.execute(
+            out.push(
                 "INSERT INTO checkpoints (projection, commit_position) VALUES ($1, $2)
                  ON CONFLICT (projection) DO UPDATE SET commit_position = excluded.commit_position
                  WHERE checkpoints.commit_position < excluded.commit_position",
-                &[&DASHBOARD, &(position as i64)],
-            )
-            .await?;
+                params![DASHBOARD, position as i64],
+            );
         }
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        out.run(&tx).await?;
         tx.commit().await?;
-        if let Some((position, created)) = last {
+        if let Some((position, _)) = last {
             metrics::gauge!("projector_applied_position").set(position as f64);
             metrics::counter!("projector_events_applied_total").increment(applied_events);
             metrics::histogram!("projector_batch_events").record(applied_events as f64);
-            // From the append to the committed row: the lag a reader of the dashboard sees.
-            let lag = (Utc::now() - created)
-                .num_microseconds()
-                .unwrap_or(0)
-                .max(0);
-            metrics::histogram!("projector_lag_seconds").record(lag as f64 / 1e6);
         }
         match failure {
             Some(e) => Err(e),

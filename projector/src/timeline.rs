@@ -1,12 +1,13 @@
 //! The per-reservation timeline: every event a reservation caused, with its correlation and
 //! causation ids, in log order.
 
+use crate::params;
+use crate::statements::Statements;
 use domain::message::MessageEvent;
 use domain::payment::PaymentEvent;
 use domain::reservation::ReservationEvent;
 use domain::ReservationId;
 use events::Event;
-use tokio_postgres::Transaction;
 
 use crate::dashboard::Applied;
 
@@ -78,29 +79,24 @@ fn entry(event: &Event) -> Option<(ReservationId, String)> {
     })
 }
 
-pub async fn apply(
-    tx: &Transaction<'_>,
-    applied: &Applied<'_>,
-) -> Result<(), tokio_postgres::Error> {
+pub fn apply(out: &mut Statements, applied: &Applied<'_>) {
     let Some((reservation_id, summary)) = entry(applied.event) else {
-        return Ok(());
+        return;
     };
-    tx.execute(
+    out.push(
         "INSERT INTO timeline (reservation_id, position, event_type, stream, occurred_at,
              correlation_id, causation_id, summary)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (reservation_id, position) DO NOTHING",
-        &[
-            &reservation_id.uuid(),
-            &applied.position,
-            &applied.event.event_type(),
-            &applied.stream,
-            &applied.created,
-            &applied.metadata.map(|m| m.correlation_id),
-            &applied.metadata.map(|m| m.causation_id),
-            &summary,
+        params![
+            reservation_id.uuid(),
+            applied.position,
+            applied.event.event_type(),
+            applied.stream.to_string(),
+            applied.created,
+            applied.metadata.map(|m| m.correlation_id),
+            applied.metadata.map(|m| m.causation_id),
+            summary
         ],
-    )
-    .await?;
-    Ok(())
+    );
 }

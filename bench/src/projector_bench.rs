@@ -1,0 +1,321 @@
+//! The projector: rebuild throughput (events/s into PostgreSQL) over a log seeded with a million
+//! events, and the live lag from an acknowledged command to the read-model checkpoint covering
+//! it, under a steady command load.
+//!
+//! The log: per reservation, `PaymentApproved` in its payment stream, and `CleaningRequested`
+//! (personal data sealed with one of 10,000 customers' keys), `CleaningStarted` and
+//! `CleaningCompleted` in its reservation stream: four events, two appends.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use command_side::proto::reservation_service_client::ReservationServiceClient;
+use customer_keys::PostgresKeys;
+use domain::payment::PaymentEvent;
+use domain::reservation::{CleaningRequested, ReservationEvent};
+use domain::{CustomerId, Money, PaymentId, PaymethodKind, Personal, ReservationId};
+use events::{Event, KeyStore, Metadata};
+use kurrentdb::{AppendToStreamOptions, EventData, StreamState};
+use projector::{BatchSettings, Projector};
+use tonic::transport::Channel;
+
+use crate::processes::{free_port, start, start_event_store};
+use crate::stats::{median, ms, percentile};
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// Events in the seeded log (four per reservation).
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+    /// Commands per second during the lag measurement.
+    #[arg(long, default_value_t = 300)]
+    rate: u64,
+    /// Seconds the lag measurement lasts.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+}
+
+const CUSTOMERS: usize = 10_000;
+
+pub fn run(options: Options, runs: usize) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let dir = tempfile::tempdir_in(".")?;
+        let (_store, store_port, _) = start_event_store(dir.path())?;
+        let url = format!("esdb://127.0.0.1:{store_port}?tls=false");
+        let client = kurrentdb::Client::new(url.parse()?)
+            .map_err(|e| anyhow::anyhow!("event store client: {e}"))?;
+        let keys_pool = database("bench_projector_keys").await?;
+        let keys = Arc::new(PostgresKeys::with_pool(keys_pool).await?);
+
+        let started = Instant::now();
+        let seeded = seed(&client, &keys, options.events).await?;
+        println!(
+            "seeded {seeded} events in {:.1} s ({:.0} events/s)",
+            started.elapsed().as_secs_f64(),
+            seeded as f64 / started.elapsed().as_secs_f64()
+        );
+
+        let mut rates = Vec::new();
+        for run in 0..runs {
+            let name = format!("bench_projector_{run}");
+            let pool = database(&name).await?;
+            let projector = Projector {
+                client: client.clone(),
+                pool,
+                keys: keys.clone(),
+                batches: BatchSettings::default(),
+                on_poison: Default::default(),
+            };
+            let started = Instant::now();
+            let applied = std::sync::atomic::AtomicU64::new(0);
+            projector
+                .catch_up(&|_, events| {
+                    applied.fetch_add(events, std::sync::atomic::Ordering::Relaxed);
+                })
+                .await?;
+            let seconds = started.elapsed().as_secs_f64();
+            let applied = applied.into_inner();
+            anyhow::ensure!(
+                applied as usize == seeded,
+                "applied {applied} of {seeded} events"
+            );
+            rates.push(applied as f64 / seconds);
+            println!("  rebuild run {run}: {applied} events in {seconds:.1} s");
+        }
+        println!(
+            "rebuild: {:.0} events/s into PostgreSQL (runs: {})",
+            median(&mut rates.clone()),
+            rates
+                .iter()
+                .map(|r| format!("{r:.0}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+
+        // Live lag: the last rebuilt database's projector runs live while commands arrive.
+        let pool = database(&format!("bench_projector_{}", runs - 1)).await?;
+        let projector = Arc::new(Projector {
+            client: client.clone(),
+            pool: pool.clone(),
+            keys: keys.clone(),
+            batches: BatchSettings::default(),
+            on_poison: Default::default(),
+        });
+        let live = tokio::spawn({
+            let projector = projector.clone();
+            async move { projector.run(std::future::pending()).await }
+        });
+        let port = free_port()?;
+        let (_commands, _) = start(
+            "command-side",
+            &[],
+            &[
+                ("COMMAND_LISTEN", format!("127.0.0.1:{port}")),
+                ("EVENT_STORE_URL", url.clone()),
+                ("PGDATABASE", "bench_projector_keys".to_string()),
+            ],
+            port,
+        )?;
+        let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))?
+            .connect()
+            .await?;
+        let lags = lag(
+            channel,
+            pool,
+            options.rate,
+            Duration::from_secs(options.seconds),
+        )
+        .await?;
+        live.abort();
+        println!(
+            "live lag at {} commands/s: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} commands)",
+            options.rate,
+            ms(percentile(&lags, 50.0)),
+            ms(percentile(&lags, 99.0)),
+            ms(percentile(&lags, 100.0)),
+            lags.len()
+        );
+        Ok(())
+    })
+}
+
+/// A fresh, migrated database on the cluster the environment names.
+async fn database(name: &str) -> anyhow::Result<deadpool_postgres::Pool> {
+    let admin = read_models::config_from_env()?;
+    let (client, connection) = admin.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await?
+        .is_some();
+    if !exists {
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await?;
+    }
+    let mut config = admin;
+    config.dbname(name);
+    let pool = read_models::pool(config, 8)?;
+    read_models::migrate(&pool).await?;
+    Ok(pool)
+}
+
+/// Appends `events` events (rounded to whole reservations) with 64 concurrent writers.
+async fn seed(
+    client: &kurrentdb::Client,
+    keys: &Arc<PostgresKeys>,
+    events: usize,
+) -> anyhow::Result<usize> {
+    let customers: Vec<CustomerId> = (0..CUSTOMERS).map(|_| CustomerId::new()).collect();
+    let mut customer_keys = Vec::new();
+    for customer in &customers {
+        customer_keys.push(keys.key_for_writing(*customer).await?);
+    }
+    let customers = Arc::new((customers, customer_keys));
+    let reservations = events / 4;
+    let writers = 64;
+    let mut tasks = Vec::new();
+    for writer in 0..writers {
+        let client = client.clone();
+        let customers = customers.clone();
+        tasks.push(tokio::spawn(async move {
+            let today = chrono::Utc::now().date_naive();
+            let metadata = Metadata::new(uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+            for i in (writer..reservations).step_by(writers) {
+                let (reservation_id, payment_id) = (ReservationId::new(), PaymentId::new());
+                let price = Money::from_stored_cents(1_000 + (i as u64 % 50_000));
+                let customer = customers.0[i % CUSTOMERS];
+                let key = &customers.1[i % CUSTOMERS];
+                let approved = Event::Payment(PaymentEvent::PaymentApproved {
+                    payment_id,
+                    reservation_id,
+                    amount: price,
+                    paymethod_kind: Some(PaymethodKind::CreditCard),
+                });
+                let requested =
+                    Event::Reservation(ReservationEvent::CleaningRequested(CleaningRequested {
+                        reservation_id,
+                        customer_id: customer,
+                        customer_name: Personal::new(format!("Customer {}", i % CUSTOMERS)),
+                        place: Personal::new(format!("{i} Analytical Row")),
+                        request_date: today,
+                        price,
+                        payment_id,
+                    }));
+                let started = Event::Reservation(ReservationEvent::CleaningStarted {
+                    reservation_id,
+                    cleaner: None,
+                });
+                let completed =
+                    Event::Reservation(ReservationEvent::CleaningCompleted { reservation_id });
+                let data = |event: &Event, key| -> anyhow::Result<EventData> {
+                    let encoded = events::encode(event, key)?;
+                    let value: serde_json::Value = serde_json::from_slice(&encoded.data)?;
+                    Ok(EventData::json(encoded.event_type, &value)?.metadata_as_json(&metadata)?)
+                };
+                let no_stream =
+                    AppendToStreamOptions::default().stream_state(StreamState::NoStream);
+                client
+                    .append_to_stream(
+                        events::streams::payment(payment_id),
+                        &no_stream,
+                        data(&approved, None)?,
+                    )
+                    .await?;
+                client
+                    .append_to_stream(
+                        events::streams::reservation(reservation_id),
+                        &no_stream,
+                        vec![
+                            data(&requested, Some(key))?,
+                            data(&started, None)?,
+                            data(&completed, None)?,
+                        ],
+                    )
+                    .await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(reservations * 4)
+}
+
+/// Sends `rate` ApplyReservation commands per second for `length`; for each, the time from
+/// its reply (the append acknowledged) until the read models' checkpoint covers its position.
+async fn lag(
+    channel: Channel,
+    pool: deadpool_postgres::Pool,
+    rate: u64,
+    length: Duration,
+) -> anyhow::Result<Vec<Duration>> {
+    let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
+    let date = (chrono::Utc::now().date_naive() + chrono::Days::new(7))
+        .format("%Y-%m-%d")
+        .to_string();
+    let sender = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate.max(1)));
+        let deadline = Instant::now() + length;
+        let mut inflight = Vec::new();
+        while Instant::now() < deadline {
+            ticker.tick().await;
+            let mut client = ReservationServiceClient::new(channel.clone());
+            let sent_tx = sent_tx.clone();
+            let date = date.clone();
+            inflight.push(tokio::spawn(async move {
+                let request = command_side::proto::ApplyReservationRequest {
+                    request_id: uuid::Uuid::new_v4().to_string(),
+                    customer_id: uuid::Uuid::new_v4().to_string(),
+                    customer_name: "Ada Lovelace".into(),
+                    place: "12 Analytical Row".into(),
+                    request_date: date,
+                    price_cents: 12_500,
+                    paymethod_kind: "credit_card".into(),
+                };
+                let reply = client.apply_reservation(request).await?.into_inner();
+                let _ = sent_tx.send((reply.position, Instant::now()));
+                Ok::<_, tonic::Status>(())
+            }));
+        }
+        for task in inflight {
+            task.await??;
+        }
+        anyhow::Ok(())
+    });
+    // Poll the checkpoint as fast as PostgreSQL answers, matching acknowledged commands.
+    let client = pool.get().await?;
+    let statement = client
+        .prepare("SELECT commit_position FROM checkpoints WHERE projection = 'dashboard'")
+        .await?;
+    let mut waiting: Vec<(u64, Instant)> = Vec::new();
+    let mut lags = Vec::new();
+    loop {
+        while let Ok(sent) = sent_rx.try_recv() {
+            waiting.push(sent);
+        }
+        let checkpoint = client
+            .query_opt(&statement, &[])
+            .await?
+            .map_or(0, |r| r.get::<_, i64>(0) as u64);
+        let now = Instant::now();
+        waiting.retain(|(position, acknowledged)| {
+            if *position <= checkpoint {
+                lags.push(now.saturating_duration_since(*acknowledged));
+                false
+            } else {
+                true
+            }
+        });
+        if sender.is_finished() && waiting.is_empty() && sent_rx.is_empty() {
+            break;
+        }
+    }
+    sender.await??;
+    lags.sort();
+    Ok(lags)
+}
