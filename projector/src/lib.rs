@@ -256,6 +256,7 @@ impl<K: KeyStore> Projector<K> {
         let mut last = None;
         let mut failure = None;
         let mut applied_events = 0u64;
+        let mut timeline_rows = timeline::TimelineRows::default();
         for delivery in batch {
             match delivery {
                 Delivery::Event(received) => {
@@ -268,7 +269,7 @@ impl<K: KeyStore> Projector<K> {
                     };
                     dashboard::apply(&mut out, &applied);
                     messages::apply(&mut out, &applied);
-                    timeline::apply(&mut out, &applied);
+                    timeline::apply(&mut timeline_rows, &applied);
                     last = Some((received.position, received.created));
                     applied_events += 1;
                 }
@@ -305,6 +306,7 @@ impl<K: KeyStore> Projector<K> {
                 Delivery::CaughtUp => {}
             }
         }
+        timeline_rows.write(&mut out);
         if let Some((position, _)) = last {
             out.push(
                 "INSERT INTO checkpoints (projection, commit_position) VALUES ($1, $2)

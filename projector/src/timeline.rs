@@ -79,24 +79,58 @@ fn entry(event: &Event) -> Option<(ReservationId, String)> {
     })
 }
 
-pub fn apply(out: &mut Statements, applied: &Applied<'_>) {
+/// A batch's timeline entries, written by one statement at the end of the batch (the table is
+/// independent of the others, so its rows need not interleave with theirs).
+#[derive(Default)]
+pub struct TimelineRows {
+    reservation_ids: Vec<uuid::Uuid>,
+    positions: Vec<i64>,
+    event_types: Vec<&'static str>,
+    streams: Vec<String>,
+    occurred: Vec<chrono::DateTime<chrono::Utc>>,
+    correlation_ids: Vec<Option<uuid::Uuid>>,
+    causation_ids: Vec<Option<uuid::Uuid>>,
+    summaries: Vec<String>,
+}
+
+pub fn apply(rows: &mut TimelineRows, applied: &Applied<'_>) {
     let Some((reservation_id, summary)) = entry(applied.event) else {
         return;
     };
-    out.push(
-        "INSERT INTO timeline (reservation_id, position, event_type, stream, occurred_at,
-             correlation_id, causation_id, summary)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         ON CONFLICT (reservation_id, position) DO NOTHING",
-        params![
-            reservation_id.uuid(),
-            applied.position,
-            applied.event.event_type(),
-            applied.stream.to_string(),
-            applied.created,
-            applied.metadata.map(|m| m.correlation_id),
-            applied.metadata.map(|m| m.causation_id),
-            summary
-        ],
-    );
+    rows.reservation_ids.push(reservation_id.uuid());
+    rows.positions.push(applied.position);
+    rows.event_types.push(applied.event.event_type());
+    rows.streams.push(applied.stream.to_string());
+    rows.occurred.push(applied.created);
+    rows.correlation_ids
+        .push(applied.metadata.map(|m| m.correlation_id));
+    rows.causation_ids
+        .push(applied.metadata.map(|m| m.causation_id));
+    rows.summaries.push(summary);
+}
+
+impl TimelineRows {
+    /// The one statement that writes them all.
+    pub fn write(self, out: &mut Statements) {
+        if self.positions.is_empty() {
+            return;
+        }
+        out.push(
+            "INSERT INTO timeline (reservation_id, position, event_type, stream, occurred_at,
+                 correlation_id, causation_id, summary)
+             SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[],
+                 $5::timestamptz[], $6::uuid[], $7::uuid[], $8::text[])
+             ON CONFLICT (reservation_id, position) DO NOTHING",
+            params![
+                self.reservation_ids,
+                self.positions,
+                self.event_types,
+                self.streams,
+                self.occurred,
+                self.correlation_ids,
+                self.causation_ids,
+                self.summaries
+            ],
+        );
+    }
 }
