@@ -1,0 +1,204 @@
+//! The README's first command, as a new user runs it: `park` with no database given starts its
+//! own PostgreSQL, and the business scenario runs end to end through gRPC and HTTP: apply, see
+//! it on the dashboard, start and complete the cleaning, cancel another and watch the refund and
+//! the messages; then Ctrl-C stops everything cleanly.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+use std::time::Duration;
+
+use command_side::proto::reservation_service_client::ReservationServiceClient;
+use command_side::proto::*;
+use serde_json::Value;
+use tokio::process::Command;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn get(url: &str) -> (u16, Value) {
+    match reqwest::get(url).await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            (status, response.json().await.unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
+
+/// Polls `url` until `done` says yes (the read side is eventually consistent).
+async fn until(url: &str, done: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..300 {
+        let (status, body) = get(url).await;
+        if status == 200 && done(&body) {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} never showed what was expected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_business_scenario_on_parks_own_defaults() {
+    let data = tempfile::tempdir().unwrap();
+    // The postgres user (park runs PostgreSQL as it when run as root) must reach the directory.
+    std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (store, commands, queries, pg) = (free_port(), free_port(), free_port(), free_port());
+    let mut park = Command::new(env!("CARGO_BIN_EXE_park"));
+    park.arg("--data-dir")
+        .arg(data.path())
+        .args(["--event-store", &format!("127.0.0.1:{store}")])
+        .args(["--commands", &format!("127.0.0.1:{commands}")])
+        .args(["--queries", &format!("127.0.0.1:{queries}")])
+        .args(["--pg-port", &pg.to_string()])
+        .stdout(Stdio::null())
+        .kill_on_drop(true);
+    // As on a fresh machine: no database named, so park starts its own.
+    for name in [
+        "DATABASE_URL",
+        "KEY_STORE_URL",
+        "PGHOST",
+        "PGPORT",
+        "PGUSER",
+        "PGPASSWORD",
+        "PGDATABASE",
+    ] {
+        park.env_remove(name);
+    }
+    let mut park = park.spawn().unwrap();
+    let http = format!("http://127.0.0.1:{queries}");
+    until(&format!("{http}/readyz"), |_| true).await;
+
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{commands}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut reservations = ReservationServiceClient::new(channel);
+    let customer = uuid::Uuid::new_v4().to_string();
+    let date = (chrono::Utc::now().date_naive() + chrono::Days::new(3))
+        .format("%Y-%m-%d")
+        .to_string();
+    let apply = |price_cents| ApplyReservationRequest {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        customer_id: customer.clone(),
+        customer_name: "Ada Lovelace".into(),
+        place: "12 Analytical Row".into(),
+        request_date: date.clone(),
+        price_cents,
+        paymethod_kind: "credit_card".into(),
+    };
+
+    // Apply, and see it on the dashboard (waiting for this very write).
+    let kept = reservations
+        .apply_reservation(apply(12_500))
+        .await
+        .unwrap()
+        .into_inner();
+    let (status, row) = get(&format!(
+        "{http}/dashboard/{}?min_position={}",
+        kept.id, kept.position
+    ))
+    .await;
+    assert_eq!(status, 200, "{row}");
+    assert_eq!(row["status"], "requested");
+    assert_eq!(row["customer_name"], "Ada Lovelace");
+    assert_eq!(row["payment_status"], "approved");
+
+    // The cleaning company starts and completes it.
+    reservations
+        .start_cleaning(StartCleaningRequest {
+            request_id: String::new(),
+            reservation_id: kept.id.clone(),
+            cleaner: "Team B".into(),
+        })
+        .await
+        .unwrap();
+    let done = reservations
+        .complete_cleaning(CompleteCleaningRequest {
+            request_id: String::new(),
+            reservation_id: kept.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (_, row) = get(&format!(
+        "{http}/dashboard/{}?min_position={}",
+        kept.id, done.position
+    ))
+    .await;
+    assert_eq!(row["status"], "cleaning_completed");
+
+    // Another, cancelled: the refund and the messages follow by themselves.
+    let other = reservations
+        .apply_reservation(apply(4_000))
+        .await
+        .unwrap()
+        .into_inner();
+    reservations
+        .cancel_reservation(CancelReservationRequest {
+            request_id: String::new(),
+            reservation_id: other.id.clone(),
+            reason: "moved".into(),
+        })
+        .await
+        .unwrap();
+    until(&format!("{http}/dashboard/{}", other.id), |row| {
+        row["status"] == "cancelled" && row["payment_status"] == "refunded"
+    })
+    .await;
+    let messages = until(&format!("{http}/messages?customer_id={customer}"), |page| {
+        page["items"]
+            .as_array()
+            .is_some_and(|items| items.len() >= 6)
+    })
+    .await;
+    let causes: Vec<&str> = messages["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["cause"].as_str())
+        .collect();
+    for cause in [
+        "PaymentApproved",
+        "CleaningStarted",
+        "CleaningCompleted",
+        "ReservationCancelled",
+        "PaymentCancelled",
+    ] {
+        assert!(causes.contains(&cause), "no {cause} message in {causes:?}");
+    }
+    let timeline = until(&format!("{http}/reservations/{}/timeline", other.id), |t| {
+        t["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["event_type"] == "PaymentCancelled"))
+    })
+    .await;
+    assert!(
+        timeline["events"].as_array().unwrap().len() >= 4,
+        "{timeline}"
+    );
+
+    // Ctrl-C stops everything, the database last.
+    let pid = park.id().unwrap().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(Duration::from_secs(60), park.wait())
+        .await
+        .expect("park did not stop")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        get(&format!("{http}/healthz")).await.0,
+        0,
+        "still answering after stopping"
+    );
+}
