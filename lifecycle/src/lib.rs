@@ -1,7 +1,9 @@
 //! What every binary of the system does the same way: logs, stop signals, metrics.
 
-/// Logs to standard output, filtered by `RUST_LOG` (else `default`, e.g. "info").
+/// Logs to standard output, filtered by `RUST_LOG` (else `default`, e.g. "info"); also
+/// installs the TLS crypto provider, since every binary starts here.
 pub fn init_logging(default: &str) {
+    install_crypto_provider();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -50,4 +52,11 @@ pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
 /// The Prometheus text exposition of everything recorded so far.
 pub fn render_metrics() -> String {
     metrics().render()
+}
+
+/// Chooses the process's TLS crypto provider (aws-lc-rs, the one tonic uses). Both rustls
+/// back-ends end up compiled in (the `kurrentdb` client's HTTP stack brings ring), so rustls
+/// cannot pick one by itself and the first TLS connection would panic. Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }

@@ -132,4 +132,21 @@ async fn a_person_sees_reservations_and_their_state() {
     );
     assert!(dom.contains("debit card · approved"), "{dom}");
     assert!(dom.contains("2 reservation(s)"), "{dom}");
+    assert!(
+        dom.contains(r#"<section id="timeline" hidden"#),
+        "a history is open: {dom}"
+    );
+
+    // A link to one reservation opens its history, every event with its request.
+    let dom = rendered(&format!("{http}/#{}", other.id)).await;
+    assert!(dom.contains(&format!("History of {}", other.id)), "{dom}");
+    for seen in [
+        "Payment of 70.00 approved",
+        "Cleaning requested for",
+        "Reservation cancelled: moved",
+        "ReservationCancelled",
+    ] {
+        assert!(dom.contains(seen), "{seen} missing from {dom}");
+    }
+    assert!(!dom.contains(r#"<section id="timeline" hidden"#), "{dom}");
 }

@@ -75,6 +75,7 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)));
     if let Some((cert, key)) = &options.tls {
+        lifecycle::install_crypto_provider();
         let cert = std::fs::read(cert).map_err(ServeError::Tls)?;
         let key = std::fs::read(key).map_err(ServeError::Tls)?;
         builder =
