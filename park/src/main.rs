@@ -88,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
         (Some(local), config)
     };
     let pool = read_models::pool(db_config, 8)?;
+    let closing = pool.clone();
     read_models::migrate(&pool)
         .await
         .context("cannot migrate the read models")?;
@@ -211,6 +212,9 @@ async fn main() -> anyhow::Result<()> {
         anyhow::Ok(())
     }
     .await;
+    // Close the database connections before the database itself, so that none of them is cut.
+    closing.close();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     if let Some(local) = local_pg {
         local.stop();
     }
