@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::consistency::wait_for;
+use crate::consistency::{wait_for, Consistency};
 use crate::params::{encode_cursor, id_from_path, Params};
 use crate::{fetch, AppState, Page, Problem};
 
@@ -134,9 +134,7 @@ pub async fn one(
     Path(reservation_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, Problem> {
-    let id = id_from_path("reservation_id", &reservation_id)?;
-    let params = Params::parse(query.as_deref(), &["min_position"])?;
-    let consistency = wait_for(&state, &headers, &params).await?;
+    let (id, consistency) = one_reservation(&state, &headers, &reservation_id, query).await?;
     let rows = fetch(
         &state.pool,
         &format!("SELECT {COLUMNS} FROM dashboard WHERE reservation_id = $1"),
@@ -147,6 +145,19 @@ pub async fn one(
         .first()
         .ok_or_else(|| Problem::not_found(format!("no reservation {id}")))?;
     Ok(consistency.apply(Json(entry(row)).into_response()))
+}
+
+/// How every read of one reservation starts: the id from the path, then the read-your-writes
+/// wait (the only parameter these reads take).
+async fn one_reservation(
+    state: &AppState,
+    headers: &HeaderMap,
+    reservation_id: &str,
+    query: Option<String>,
+) -> Result<(Uuid, Consistency), Problem> {
+    let id = id_from_path("reservation_id", reservation_id)?;
+    let params = Params::parse(query.as_deref(), &["min_position"])?;
+    Ok((id, wait_for(state, headers, &params).await?))
 }
 
 /// One event of a reservation's history.
@@ -184,9 +195,7 @@ pub async fn timeline(
     Path(reservation_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, Problem> {
-    let id = id_from_path("reservation_id", &reservation_id)?;
-    let params = Params::parse(query.as_deref(), &["min_position"])?;
-    let consistency = wait_for(&state, &headers, &params).await?;
+    let (id, consistency) = one_reservation(&state, &headers, &reservation_id, query).await?;
     let rows = fetch(
         &state.pool,
         "SELECT position, event_type, stream, occurred_at, correlation_id, causation_id, summary
