@@ -270,7 +270,7 @@ impl<K: KeyStore> Projector<K> {
                     dashboard::apply(&mut out, &applied);
                     messages::apply(&mut out, &applied);
                     timeline::apply(&mut timeline_rows, &applied);
-                    last = Some((received.position, received.created));
+                    last = Some(received.position);
                     applied_events += 1;
                 }
                 Delivery::Poison(poison) => {
@@ -297,7 +297,7 @@ impl<K: KeyStore> Projector<K> {
                         });
                         break;
                     }
-                    last = Some((poison.position, Utc::now()));
+                    last = Some(poison.position);
                 }
                 Delivery::Failed(e) => {
                     failure = Some(e);
@@ -307,7 +307,7 @@ impl<K: KeyStore> Projector<K> {
             }
         }
         timeline_rows.write(&mut out);
-        if let Some((position, _)) = last {
+        if let Some(position) = last {
             out.push(
                 "INSERT INTO checkpoints (projection, commit_position) VALUES ($1, $2)
                  ON CONFLICT (projection) DO UPDATE SET commit_position = excluded.commit_position
@@ -319,14 +319,14 @@ impl<K: KeyStore> Projector<K> {
         let tx = client.transaction().await?;
         out.run(&tx).await?;
         tx.commit().await?;
-        if let Some((position, _)) = last {
+        if let Some(position) = last {
             metrics::gauge!("projector_applied_position").set(position as f64);
             metrics::counter!("projector_events_applied_total").increment(applied_events);
             metrics::histogram!("projector_batch_events").record(applied_events as f64);
         }
         match failure {
             Some(e) => Err(e),
-            None => Ok(last.map(|(position, _)| (position, applied_events))),
+            None => Ok(last.map(|position| (position, applied_events))),
         }
     }
 }
