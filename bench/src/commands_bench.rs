@@ -10,7 +10,7 @@ use tonic::transport::Channel;
 use std::path::{Path, PathBuf};
 
 use crate::processes::{beside, free_port, start_binary, start_event_store};
-use crate::stats::{median, ms, percentile};
+use crate::stats::{median, ms, percentile, report};
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -34,7 +34,11 @@ pub fn run(options: Options, runs: usize) -> anyhow::Result<()> {
             for _ in 0..runs {
                 results.push(measure(&command_side, concurrency, options.seconds, 0).await?);
             }
-            report(&format!("concurrency {concurrency:>2}"), &results);
+            report(
+                &format!("concurrency {concurrency:>2}"),
+                "commands/s",
+                &results,
+            );
         }
         Ok(())
     })
@@ -72,8 +76,16 @@ pub fn run_sealing(options: SealingOptions, runs: usize) -> anyhow::Result<()> {
                     .await?,
                 );
             }
-            report(&format!("concurrency {concurrency:>2}, sealed  "), &with);
-            report(&format!("concurrency {concurrency:>2}, baseline"), &without);
+            report(
+                &format!("concurrency {concurrency:>2}, sealed  "),
+                "commands/s",
+                &with,
+            );
+            report(
+                &format!("concurrency {concurrency:>2}, baseline"),
+                "commands/s",
+                &without,
+            );
             let rate =
                 |r: &[(f64, f64, f64)]| median(&mut r.iter().map(|x| x.0).collect::<Vec<_>>());
             println!(
@@ -142,27 +154,6 @@ async fn measure(
         &customers,
     )
     .await
-}
-
-fn report(label: &str, results: &[(f64, f64, f64)]) {
-    let rates: Vec<f64> = results.iter().map(|r| r.0).collect();
-    let mut p50s: Vec<f64> = results.iter().map(|r| r.1).collect();
-    let p99s: Vec<f64> = results.iter().map(|r| r.2).collect();
-    println!(
-        "{label}: {:>7.0} commands/s (runs: {}), p50 {:.2} ms, p99 {:.2} ms (p99 runs: {})",
-        median(&mut rates.clone()),
-        rates
-            .iter()
-            .map(|r| format!("{r:.0}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        median(&mut p50s),
-        median(&mut p99s.clone()),
-        p99s.iter()
-            .map(|r| format!("{r:.2}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-    );
 }
 
 /// Commands/s, p50 and p99 in ms. Every command must succeed.

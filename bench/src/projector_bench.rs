@@ -145,17 +145,7 @@ pub fn run(options: Options, runs: usize) -> anyhow::Result<()> {
 /// A fresh, migrated database on the cluster the environment names.
 async fn database(name: &str) -> anyhow::Result<deadpool_postgres::Pool> {
     let admin = read_models::config_from_env()?;
-    let (client, connection) = admin.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
-        .await?
-        .is_some();
-    if !exists {
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await?;
-    }
+    read_models::create_database(&admin, name).await?;
     let mut config = admin;
     config.dbname(name);
     let pool = read_models::pool(config, 8)?;

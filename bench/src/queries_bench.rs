@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use crate::processes::{free_port, start};
-use crate::stats::median;
+use crate::stats::report;
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -75,7 +75,7 @@ pub fn run(options: Options, runs: usize) -> anyhow::Result<()> {
             None,
         ),
     ] {
-        let (mut rates, mut p50s, mut p99s) = (Vec::new(), Vec::new(), Vec::new());
+        let mut results = Vec::new();
         for _ in 0..runs {
             let mut wrk = Command::new("wrk");
             wrk.args(["-t2", &format!("-c{}", options.connections)])
@@ -89,25 +89,13 @@ pub fn run(options: Options, runs: usize) -> anyhow::Result<()> {
                 !text.contains("Non-2xx"),
                 "{label}: some answers were not 2xx:\n{text}"
             );
-            rates.push(field(&text, "Requests/sec:")?);
-            p50s.push(latency_ms(&text, "50%")?);
-            p99s.push(latency_ms(&text, "99%")?);
+            results.push((
+                field(&text, "Requests/sec:")?,
+                latency_ms(&text, "50%")?,
+                latency_ms(&text, "99%")?,
+            ));
         }
-        println!(
-            "{label}: {:.0} requests/s (runs: {}), p50 {:.2} ms, p99 {:.2} ms (p99 runs: {})",
-            median(&mut rates.clone()),
-            rates
-                .iter()
-                .map(|r| format!("{r:.0}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            median(&mut p50s),
-            median(&mut p99s.clone()),
-            p99s.iter()
-                .map(|r| format!("{r:.2}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-        );
+        report(label, "requests/s", &results);
     }
     Ok(())
 }

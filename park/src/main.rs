@@ -53,7 +53,8 @@ async fn main() -> anyhow::Result<()> {
                 args.event_store
             )
         })?;
-    let mut store_stop = stop.clone();
+    // The event store stops last, once nothing reads from it any more.
+    let (store_stop_tx, mut store_stop) = watch::channel(false);
     let event_store = tokio::spawn(event_store::server::serve(
         store_listener,
         store,
@@ -83,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
         (None, read_models::config_from_env()?)
     } else {
         let local = postgres::LocalPostgres::start(&args.data_dir.join("postgres"), args.pg_port)?;
-        create_database(&local.config("postgres"), "park").await?;
+        read_models::create_database(&local.config("postgres"), "park").await?;
         let config = local.config("park");
         (Some(local), config)
     };
@@ -194,12 +195,13 @@ async fn main() -> anyhow::Result<()> {
         &store_dir,
         local_pg.as_ref().map(|p| (p.port, p.dir.clone())),
     );
+    let (mut projecting, mut policing) = (projecting, policing);
     tokio::select! {
         _ = lifecycle::shutdown_signal() => {}
-        result = projecting => {
+        result = &mut projecting => {
             eprintln!("the projector stopped: {result:?}");
         }
-        result = policing => {
+        result = &mut policing => {
             eprintln!("the policies stopped: {result:?}");
         }
     }
@@ -208,6 +210,15 @@ async fn main() -> anyhow::Result<()> {
     let outcome = async {
         commands.await??;
         queries.await??;
+        // Readers stop between two events; then the event store can close under nobody.
+        let wait = std::time::Duration::from_secs(5);
+        if !projecting.is_finished() && tokio::time::timeout(wait, &mut projecting).await.is_err() {
+            projecting.abort();
+        }
+        if !policing.is_finished() && tokio::time::timeout(wait, &mut policing).await.is_err() {
+            policing.abort();
+        }
+        let _ = store_stop_tx.send(true);
         event_store.await??;
         anyhow::Ok(())
     }
@@ -220,22 +231,6 @@ async fn main() -> anyhow::Result<()> {
     }
     outcome?;
     println!("Stopped.");
-    Ok(())
-}
-
-/// Creates `name` on the cluster unless it exists.
-async fn create_database(config: &tokio_postgres::Config, name: &str) -> anyhow::Result<()> {
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
-        .await?
-        .is_some();
-    if !exists {
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await?;
-    }
     Ok(())
 }
 

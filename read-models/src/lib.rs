@@ -70,3 +70,19 @@ pub async fn migrate(pool: &Pool) -> Result<(), DbError> {
     }
     Ok(())
 }
+
+/// Creates the database `name` on the cluster `admin` reaches, unless it exists.
+pub async fn create_database(admin: &tokio_postgres::Config, name: &str) -> Result<(), DbError> {
+    let (client, connection) = admin.connect(NoTls).await?;
+    tokio::spawn(connection);
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await?
+        .is_some();
+    if !exists {
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await?;
+    }
+    Ok(())
+}
