@@ -60,3 +60,24 @@ pub fn render_metrics() -> String {
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
+
+/// A secret setting: `name` itself, or the contents of the file `file_name` names (how
+/// orchestrators mount secrets, so that they never sit in the environment). Trailing white
+/// space is dropped; `Err` says why the file cannot be read, never what it holds.
+pub fn secret(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    file_name: &str,
+) -> Result<Option<String>, String> {
+    if let Some(path) = lookup(file_name).filter(|p| !p.trim().is_empty()) {
+        let text = std::fs::read_to_string(path.trim())
+            .map_err(|e| format!("cannot read {}: {e}", path.trim()))?;
+        return Ok(Some(text.trim_end().to_string()));
+    }
+    Ok(lookup(name).filter(|v| !v.is_empty()))
+}
+
+/// [`secret`] from the process environment.
+pub fn secret_from_env(name: &str, file_name: &str) -> Result<Option<String>, String> {
+    secret(&|n: &str| std::env::var(n).ok(), name, file_name)
+}
