@@ -31,6 +31,28 @@ pub fn http_client(ca_file: Option<&Path>, timeout: Duration) -> Result<reqwest:
     builder.build().map_err(|e| e.to_string())
 }
 
+/// A gRPC endpoint for `url`; an `https` one verifies the server against the system's roots
+/// and `ca_file` (a PEM bundle) when given.
+pub fn grpc_endpoint(
+    url: &str,
+    ca_file: Option<&Path>,
+) -> Result<tonic::transport::Endpoint, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| format!("{url:?} is not an endpoint: {e}"))?;
+    if !url.starts_with("https://") {
+        return Ok(endpoint);
+    }
+    let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+    if let Some(path) = ca_file {
+        let pem =
+            std::fs::read(path).map_err(|e| format!("TLS_CA_FILE {}: {e}", path.display()))?;
+        tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+    }
+    endpoint
+        .tls_config(tls)
+        .map_err(|e| format!("TLS for {url}: {e}"))
+}
+
 /// A token is renewed once less than this is left of it.
 const RENEW_BEFORE: Duration = Duration::from_secs(30);
 

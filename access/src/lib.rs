@@ -18,5 +18,5 @@ mod verifier;
 
 pub use principal::{Principal, Role};
 pub use rules::{Action, Denied, Grant, Scope};
-pub use settings::{AuthSettings, ClientSettings, SettingsError};
+pub use settings::{AuthSettings, ClientSettings, SettingsError, DEFAULT_AUDIENCE};
 pub use verifier::{AuthError, Verifier};

@@ -181,7 +181,7 @@ async fn seed(
         let customers = customers.clone();
         tasks.push(tokio::spawn(async move {
             let today = chrono::Utc::now().date_naive();
-            let metadata = Metadata::new(uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+            let metadata = Metadata::new(uuid::Uuid::new_v4(), uuid::Uuid::new_v4(), None);
             for i in (writer..reservations).step_by(writers) {
                 let (reservation_id, payment_id) = (ReservationId::new(), PaymentId::new());
                 let price = Money::from_stored_cents(1_000 + (i as u64 % 50_000));

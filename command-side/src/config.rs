@@ -1,14 +1,19 @@
 //! Settings, from environment variables only (so that a ConfigMap can set them); every one
-//! has a default that works on a developer's machine.
+//! has a default that works on a developer's machine, except who issues the tokens it accepts
+//! and its own identity: there is no way to run it without authentication.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use access::{AuthSettings, ClientSettings};
 
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `COMMAND_LISTEN`: where the gRPC services listen.
     pub listen: SocketAddr,
-    /// `EVENT_STORE_URL`: a KurrentDB connection string.
+    /// `EVENT_STORE_URL` (or the file `EVENT_STORE_URL_FILE` names, as it may hold
+    /// credentials): a KurrentDB connection string.
     pub event_store_url: String,
     /// `PAYMENT_ENDPOINT`: where `PaymentService` is reached (this process by default).
     pub payment_endpoint: String,
@@ -26,6 +31,46 @@ pub struct Config {
     /// `SHUTDOWN_GRACE_MS`: how long in-flight calls may take to finish on SIGTERM.
     pub shutdown_grace: Duration,
     pub provider: ProviderRules,
+    /// Which bearer tokens are accepted (`AUTH_ISSUER`, `AUTH_AUDIENCE`, ...): required.
+    pub auth: AuthSettings,
+    /// This service's own identity for its call to `PaymentService` (`AUTH_CLIENT_ID`,
+    /// `AUTH_CLIENT_SECRET` or `AUTH_CLIENT_SECRET_FILE`): required.
+    pub client: ClientSettings,
+    /// `GRPC_REFLECTION`: whether server reflection is served (to anyone, like health).
+    pub reflection: bool,
+    /// `TLS_CERT_FILE` and `TLS_KEY_FILE`: serve TLS with this certificate chain and key.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A certificate chain and its private key, PEM files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// `TLS_CERT_FILE` and `TLS_KEY_FILE`, both or neither.
+    pub fn from_lookup(
+        lookup: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<TlsFiles>, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        match (get("TLS_CERT_FILE"), get("TLS_KEY_FILE")) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+                cert: cert.trim().into(),
+                key: key.trim().into(),
+            })),
+            (Some(_), None) => Err(ConfigError {
+                name: "TLS_KEY_FILE",
+                message: "is required with TLS_CERT_FILE".into(),
+            }),
+            (None, Some(_)) => Err(ConfigError {
+                name: "TLS_CERT_FILE",
+                message: "is required with TLS_KEY_FILE".into(),
+            }),
+        }
+    }
 }
 
 /// How the simulated payment provider behaves, so that declines, timeouts and an open
@@ -58,6 +103,15 @@ impl Default for ProviderRules {
 pub struct ConfigError {
     name: &'static str,
     message: String,
+}
+
+impl From<access::SettingsError> for ConfigError {
+    fn from(e: access::SettingsError) -> Self {
+        ConfigError {
+            name: e.name,
+            message: e.message,
+        }
+    }
 }
 
 impl Config {
@@ -97,12 +151,35 @@ impl Config {
                 message: "must be between 0 and 1".into(),
             });
         }
+        let tls = TlsFiles::from_lookup(&lookup)?;
+        let reflection = match lookup("GRPC_REFLECTION").as_deref().map(str::trim) {
+            None | Some("") | Some("true") | Some("1") => true,
+            Some("false") | Some("0") => false,
+            Some(other) => {
+                return Err(ConfigError {
+                    name: "GRPC_REFLECTION",
+                    message: format!("{other:?} is neither true nor false"),
+                })
+            }
+        };
+        let payment_endpoint = lookup("PAYMENT_ENDPOINT").unwrap_or_else(|| {
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{listen}")
+        });
+        let event_store_url = lifecycle::secret(&lookup, "EVENT_STORE_URL", "EVENT_STORE_URL_FILE")
+            .map_err(|message| ConfigError {
+                name: "EVENT_STORE_URL_FILE",
+                message,
+            })?
+            .unwrap_or_else(|| "esdb://127.0.0.1:2113?tls=false".into());
         Ok(Config {
+            auth: AuthSettings::from_lookup(&lookup)?,
+            client: ClientSettings::from_lookup(&lookup)?,
+            reflection,
+            tls,
             listen,
-            event_store_url: lookup("EVENT_STORE_URL")
-                .unwrap_or_else(|| "esdb://127.0.0.1:2113?tls=false".into()),
-            payment_endpoint: lookup("PAYMENT_ENDPOINT")
-                .unwrap_or_else(|| format!("http://{listen}")),
+            event_store_url,
+            payment_endpoint,
             payment_timeout: ms("PAYMENT_TIMEOUT_MS", 800)?,
             breaker_failures: parse(&lookup, "BREAKER_FAILURES", 5)?,
             breaker_open: ms("BREAKER_OPEN_MS", 5_000)?,
@@ -128,16 +205,33 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// The settings that have no default: who issues tokens, and this service's identity.
+    fn required(name: &str) -> Option<String> {
+        match name {
+            "AUTH_ISSUER" => Some("http://127.0.0.1:8180".into()),
+            "AUTH_CLIENT_ID" => Some("cleaning-park-services".into()),
+            "AUTH_CLIENT_SECRET" => Some("secret".into()),
+            _ => None,
+        }
+    }
+
     #[test]
     fn defaults_work_locally_and_bad_values_name_the_variable() {
-        let config = Config::from_lookup(|_| None).unwrap();
+        let err = Config::from_lookup(|_| None).unwrap_err();
+        assert!(err.to_string().starts_with("AUTH_ISSUER"), "{err}");
+        let config = Config::from_lookup(required).unwrap();
+        assert!(config.reflection);
         assert_eq!(config.payment_endpoint, "http://127.0.0.1:50051");
         assert_eq!(config.payment_timeout, Duration::from_millis(800));
-        let err =
-            Config::from_lookup(|n| (n == "BREAKER_FAILURES").then(|| "many".into())).unwrap_err();
+        let err = Config::from_lookup(|n| {
+            required(n).or_else(|| (n == "BREAKER_FAILURES").then(|| "many".into()))
+        })
+        .unwrap_err();
         assert!(err.to_string().starts_with("BREAKER_FAILURES"));
-        let err =
-            Config::from_lookup(|n| (n == "PAYMENT_FAILURE_RATE").then(|| "2".into())).unwrap_err();
+        let err = Config::from_lookup(|n| {
+            required(n).or_else(|| (n == "PAYMENT_FAILURE_RATE").then(|| "2".into()))
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("between 0 and 1"));
     }
 }

@@ -13,6 +13,8 @@ pub enum CommandError {
     Invalid(Vec<(&'static str, String)>),
     /// The aggregate does not exist: NOT_FOUND.
     NotFound(String),
+    /// The caller may not do this: PERMISSION_DENIED with the reason.
+    Forbidden(String),
     /// The state refuses the command: FAILED_PRECONDITION with the reason.
     Refused(String),
     /// Lost a race and may not be repeated: ABORTED.
@@ -95,6 +97,7 @@ impl From<CommandError> for Status {
                 )
             }
             CommandError::NotFound(what) => Status::not_found(what),
+            CommandError::Forbidden(why) => Status::permission_denied(why),
             CommandError::Refused(reason) => Status::failed_precondition(reason),
             CommandError::Conflict => {
                 Status::aborted("the aggregate was changed concurrently; read it again and retry")

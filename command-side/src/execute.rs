@@ -14,6 +14,16 @@ pub struct Target<A: Aggregate> {
     pub select: fn(Event) -> Option<A::Event>,
     /// Whether a command that lost a race may simply be decided again on fresh state.
     pub safe_to_repeat: bool,
+    /// For aggregates a customer owns: a caller allowed only their own finds someone else's
+    /// exactly as if it did not exist. `None` for those only staff and services reach.
+    pub owner: Option<Owner<A>>,
+}
+
+pub struct Owner<A: Aggregate> {
+    /// The customer it belongs to, once it exists.
+    pub of: fn(&A) -> Option<domain::CustomerId>,
+    /// Its "there is no such ..." refusal.
+    pub missing: fn() -> A::Error,
 }
 
 pub struct Executor<K> {
@@ -22,9 +32,21 @@ pub struct Executor<K> {
 }
 
 impl<K: KeyStore> Executor<K> {
-    /// The target's aggregate as it stands, with what is needed to recognise a retry.
-    pub async fn load<A: Aggregate>(&self, target: &Target<A>) -> Result<Loaded<A>, CommandError> {
-        Ok(self.store.load::<A>(&target.stream, target.select).await?)
+    /// The target's aggregate as it stands, with what is needed to recognise a retry, if the
+    /// caller may see it; otherwise the same refusal as for an aggregate that does not exist.
+    pub async fn load<A: Aggregate>(
+        &self,
+        target: &Target<A>,
+        context: &RequestContext,
+        refusal: impl Fn(A::Error) -> CommandError,
+    ) -> Result<Loaded<A>, CommandError> {
+        let loaded = self.store.load::<A>(&target.stream, target.select).await?;
+        if let Some(owner) = &target.owner {
+            if (owner.of)(&loaded.state).is_some_and(|o| !context.grant.covers(o.uuid())) {
+                return Err(refusal((owner.missing)()));
+            }
+        }
+        Ok(loaded)
     }
 
     /// Refuses work for a customer who has been forgotten, before anything else happens.
@@ -68,7 +90,7 @@ impl<K: KeyStore> Executor<K> {
     ) -> Result<Written, CommandError> {
         let mut attempt = 0;
         loop {
-            let loaded = self.load(target).await?;
+            let loaded = self.load(target, context, &refusal).await?;
             if let Some(earlier) = loaded.earlier_result(context.request_id, &target.stream) {
                 return Ok(earlier);
             }

@@ -37,7 +37,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use crate::breaker::Breaker;
-use crate::config::Config;
+use crate::config::{Config, TlsFiles};
 use crate::execute::Executor;
 use crate::payments::PaymentGateway;
 use crate::proto::customer_service_server::CustomerServiceServer;
@@ -76,10 +76,19 @@ pub async fn serve<K: KeyStore>(
         store: EventStore::new(client, keys),
         retries: config.concurrency_retries,
     });
+    // Every call but health and reflection needs a valid bearer token.
+    let verifier =
+        access::Verifier::new(config.auth.clone()).map_err(|e| anyhow::anyhow!("AUTH: {e}"))?;
+    // The call to payment is made with this service's own identity.
+    let own_identity =
+        access::client::ServiceToken::new(config.auth.clone(), config.client.clone())
+            .map_err(|e| anyhow::anyhow!("AUTH_CLIENT: {e}"))?;
     let gateway = Arc::new(PaymentGateway::new(
         &config.payment_endpoint,
         config.payment_timeout,
         Breaker::new(config.breaker_failures, config.breaker_open),
+        access::client::Credentials::Service(own_identity),
+        config.auth.ca_file.as_deref(),
     )?);
     let provider = Arc::new(Provider::new(config.provider.clone()));
 
@@ -106,8 +115,14 @@ pub async fn serve<K: KeyStore>(
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let (reflection_v1, reflection_v1alpha) = if config.reflection {
+        (
+            Some(reflection().build_v1()?),
+            Some(reflection().build_v1alpha()?),
+        )
+    } else {
+        (None, None)
+    };
 
     // Replies leave at once; Nagle's algorithm would hold parts of them for up to 40 ms.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -128,12 +143,17 @@ pub async fn serve<K: KeyStore>(
         tokio::time::sleep(drain_delay).await;
         counting.drained(grace).await;
     };
-    Server::builder()
+    let mut server = Server::builder();
+    if let Some(tls) = &config.tls {
+        server = server.tls_config(server_tls(tls)?)?;
+    }
+    server
         .timeout(config.payment_timeout * 4 + std::time::Duration::from_secs(5))
         .layer(in_flight)
+        .layer(access::grpc::RequireToken::new(verifier))
         .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha)
         .add_service(ReservationServiceServer::new(
             services::reservation::Reservations {
                 executor: executor.clone(),
@@ -159,4 +179,13 @@ pub async fn serve<K: KeyStore>(
         .serve_with_incoming_shutdown(incoming, drain)
         .await?;
     Ok(())
+}
+
+/// The server's certificate chain and key, read once at start.
+fn server_tls(files: &TlsFiles) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    };
+    let identity = tonic::transport::Identity::from_pem(read(&files.cert)?, read(&files.key)?);
+    Ok(tonic::transport::ServerTlsConfig::new().identity(identity))
 }

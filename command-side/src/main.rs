@@ -15,7 +15,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(
         listen = %listener.local_addr()?,
-        event_store = %config.event_store_url,
+        event_store = %lifecycle::without_credentials(&config.event_store_url),
         payment_endpoint = %config.payment_endpoint,
         "command side serving cleaning.v1 (reflection and health included)"
     );

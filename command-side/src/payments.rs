@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use access::client::{AuthorizedChannel, Credentials, WithToken};
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request};
 
 use crate::breaker::Breaker;
@@ -15,24 +15,29 @@ use crate::services::CORRELATION_HEADER;
 use crate::store::RequestContext;
 
 pub struct PaymentGateway {
-    client: PaymentServiceClient<Channel>,
+    client: PaymentServiceClient<AuthorizedChannel>,
     breaker: Breaker,
     timeout: Duration,
 }
 
 impl PaymentGateway {
-    /// Connects lazily: the payment service may come up after its callers.
+    /// Connects lazily: the payment service may come up after its callers. The calls carry
+    /// `credentials` (the command side's own identity, never a customer's), and an `https`
+    /// endpoint is verified against the system's roots and `ca_file`.
     pub fn new(
         endpoint: &str,
         timeout: Duration,
         breaker: Breaker,
-    ) -> Result<PaymentGateway, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(endpoint.to_string())?
+        credentials: Credentials,
+        ca_file: Option<&std::path::Path>,
+    ) -> anyhow::Result<PaymentGateway> {
+        let endpoint = access::client::grpc_endpoint(endpoint, ca_file)
+            .map_err(anyhow::Error::msg)?
             .connect_timeout(timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        let channel = endpoint.connect_lazy();
         Ok(PaymentGateway {
-            client: PaymentServiceClient::new(channel),
+            client: PaymentServiceClient::new(WithToken::new(channel, credentials)),
             breaker,
             timeout,
         })

@@ -8,13 +8,24 @@ use events::{Event, KeyError, KeyStore, Metadata};
 use kurrentdb::{AppendToStreamOptions, Client, EventData, ReadStreamOptions, StreamState};
 use uuid::Uuid;
 
-/// Who asked: ties every event to its request.
-#[derive(Debug, Clone, Copy)]
+/// Who asked, and what for: ties every event to its request and its caller.
+#[derive(Debug, Clone)]
 pub struct RequestContext {
     /// The client's request id: event ids derive from it, so a retry is recognised.
     pub request_id: Uuid,
     pub correlation_id: Uuid,
     pub causation_id: Uuid,
+    /// What the caller may reach; its subject and role are recorded as each event's actor.
+    pub grant: access::Grant,
+}
+
+impl RequestContext {
+    pub fn actor(&self) -> events::Actor {
+        events::Actor {
+            subject: self.grant.subject.clone(),
+            role: self.grant.role.as_str().to_string(),
+        }
+    }
 }
 
 /// Where a write landed.
@@ -146,7 +157,11 @@ impl<K: KeyStore> EventStore<K> {
         new: &[Event],
         context: &RequestContext,
     ) -> Result<Written, StoreError> {
-        let metadata = Metadata::new(context.correlation_id, context.causation_id);
+        let metadata = Metadata::new(
+            context.correlation_id,
+            context.causation_id,
+            Some(context.actor()),
+        );
         let mut data = Vec::with_capacity(new.len());
         for (index, event) in new.iter().enumerate() {
             let key = match event.sealing_customer() {

@@ -98,17 +98,21 @@ async fn pay_and_refund_directly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payment_down_fails_fast_opens_the_circuit_and_recovers() {
     let store = EventStoreUnderTest::start().await;
-    let slow_payments =
-        CommandSide::start(&store, 0, |c| c.provider.latency = Duration::from_secs(3)).await;
+    let issuer = issuer().await;
+    let slow_payments = CommandSide::start(&store, &issuer, 0, |c| {
+        c.provider.latency = Duration::from_secs(3)
+    })
+    .await;
     let payment_port = slow_payments.port;
-    let reservations = CommandSide::start(&store, 0, |c| {
+    let reservations = CommandSide::start(&store, &issuer, 0, |c| {
         c.payment_endpoint = format!("http://127.0.0.1:{payment_port}");
         c.payment_timeout = Duration::from_millis(300);
         c.breaker_failures = 2;
         c.breaker_open = Duration::from_millis(800);
     })
     .await;
-    let mut client = ReservationServiceClient::new(reservations.channel().await);
+    let mut client =
+        ReservationServiceClient::new(testkit::as_admin(&reservations.channel().await, &issuer));
 
     // Slow: each call gives up at the deadline, with a retry hint.
     for _ in 0..2 {
@@ -138,7 +142,7 @@ async fn payment_down_fails_fast_opens_the_circuit_and_recovers() {
     // The payment service is replaced by a healthy one on the same port; the circuit closes
     // again by itself: after each pause one trial call goes through.
     slow_payments.stop().await;
-    let healthy = CommandSide::start(&store, payment_port, |_| {}).await;
+    let healthy = CommandSide::start(&store, &issuer, payment_port, |_| {}).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     let recovered = loop {
         match client

@@ -13,6 +13,8 @@ use tokio::process::Command;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_in_flight_calls_finish_then_exits() {
     let store = EventStoreUnderTest::start().await;
+    let issuer = issuer().await;
+    let service = issuer.service_client();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -21,6 +23,9 @@ async fn sigterm_lets_in_flight_calls_finish_then_exits() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_command-side"))
         .env("COMMAND_LISTEN", format!("127.0.0.1:{port}"))
         .env("EVENT_STORE_URL", store.url())
+        .env("AUTH_ISSUER", issuer.url())
+        .env("AUTH_CLIENT_ID", &service.client_id)
+        .env("AUTH_CLIENT_SECRET", &service.client_secret)
         // Every payment takes a second, so that calls are in flight when the signal comes.
         .env("PAYMENT_LATENCY_MS", "1000")
         .env("PAYMENT_TIMEOUT_MS", "5000")
@@ -49,7 +54,7 @@ async fn sigterm_lets_in_flight_calls_finish_then_exits() {
     };
     let mut calls = Vec::new();
     for _ in 0..4 {
-        let mut client = ReservationServiceClient::new(channel.clone());
+        let mut client = ReservationServiceClient::new(testkit::as_admin(&channel, &issuer));
         calls.push(tokio::spawn(async move {
             client
                 .apply_reservation(apply_request(&new_id(), 2_000))

@@ -52,14 +52,16 @@ impl std::fmt::Debug for PostgresKeys {
     }
 }
 
-/// `KEY_STORE_URL` when set; otherwise the read models' database (`DATABASE_URL` or `PG*`).
+/// `KEY_STORE_URL` (or the file `KEY_STORE_URL_FILE` names) when set; otherwise the read models' database (`DATABASE_URL` or `PG*`).
 /// A separate database lets the keys have their own access rights and backup retention.
 pub fn config_from_env() -> Result<tokio_postgres::Config, DbError> {
-    match std::env::var("KEY_STORE_URL") {
-        Ok(url) if !url.is_empty() => url
+    match lifecycle::secret_from_env("KEY_STORE_URL", "KEY_STORE_URL_FILE")
+        .map_err(DbError::Config)?
+    {
+        Some(url) => url
             .parse()
             .map_err(|e| DbError::Config(format!("KEY_STORE_URL: {e}"))),
-        _ => read_models::config_from_env(),
+        None => read_models::config_from_env(),
     }
 }
 

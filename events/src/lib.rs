@@ -84,7 +84,7 @@ pub mod streams {
 }
 
 /// What every event records beside its payload (the client's "custom metadata").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metadata {
     pub schema_version: u32,
     /// The request that started the chain; policies pass it on.
@@ -92,14 +92,27 @@ pub struct Metadata {
     /// What caused this event directly: the command's request id, or the event a policy
     /// reacted to.
     pub causation_id: Uuid,
+    /// Who caused it; absent on events written before callers were identified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<Actor>,
+}
+
+/// Who caused an event: the caller's token subject (an opaque id, never personal data) and
+/// the role the action was allowed through. An audit trail for free.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub subject: String,
+    /// customer, cleaner, admin or service.
+    pub role: String,
 }
 
 impl Metadata {
-    pub fn new(correlation_id: Uuid, causation_id: Uuid) -> Metadata {
+    pub fn new(correlation_id: Uuid, causation_id: Uuid, actor: Option<Actor>) -> Metadata {
         Metadata {
             schema_version: SCHEMA_VERSION,
             correlation_id,
             causation_id,
+            actor,
         }
     }
 }

@@ -81,3 +81,32 @@ pub fn secret(
 pub fn secret_from_env(name: &str, file_name: &str) -> Result<Option<String>, String> {
     secret(&|n: &str| std::env::var(n).ok(), name, file_name)
 }
+
+/// A connection string fit for a log line: any `user:password@` is cut out.
+pub fn without_credentials(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Serves what orchestrators and Prometheus poll on `listen`, in the background: `/metrics`,
+/// `/healthz` (the process answers) and `/readyz` (it is up; a standby replica waiting for
+/// its turn is ready too, so that rollouts go on). Open to anyone: nothing personal is there.
+pub async fn serve_operations(listen: &str) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
+    metrics();
+    let operations = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(|| async { render_metrics() }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route("/readyz", axum::routing::get(|| async { "ready" }));
+    tokio::spawn(async move { axum::serve(listener, operations).await });
+    Ok(())
+}

@@ -1,9 +1,13 @@
 //! `park`: Cleaning Service Park on one machine, on its embedded defaults.
 //!
-//! Starts, in this process, the embedded event store, the command side, the projector and the
-//! query side, on a PostgreSQL of its own under the data directory unless `DATABASE_URL` (or
-//! `PGHOST`) names one; prints where each listens with ready-to-paste calls; and stops
+//! Starts, in this process, the embedded event store, the development issuer (OpenID Connect,
+//! for the bearer tokens every call needs), the command side, the projector, the policies and
+//! the query side, on a PostgreSQL of its own under the data directory unless `DATABASE_URL`
+//! (or `PGHOST`) names one; prints where each listens with ready-to-paste calls; and stops
 //! everything cleanly on Ctrl-C or SIGTERM (the command side drains first, the database last).
+//!
+//! `park token --role customer|cleaner|admin|service [--customer-id UUID]` prints a token of
+//! the same issuer (the same data directory) for pasting into grpcurl and curl.
 
 mod postgres;
 
@@ -17,6 +21,30 @@ use tokio::sync::watch;
 
 #[derive(Parser, Debug)]
 #[command(about = "Runs Cleaning Service Park locally")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    args: Args,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Prints an access token of park's development issuer, for grpcurl and curl.
+    Token {
+        /// customer, cleaner, admin or service.
+        #[arg(long, value_parser = ["customer", "cleaner", "admin", "service"])]
+        role: String,
+        /// The customer's id (a customer's token has it as its subject); a new one if absent.
+        #[arg(long)]
+        customer_id: Option<uuid::Uuid>,
+        /// How long the token is valid.
+        #[arg(long, default_value_t = 60)]
+        minutes: u64,
+    },
+}
+
+#[derive(clap::Args, Debug)]
 struct Args {
     /// Where the data lives.
     #[arg(long, env = "PARK_DATA_DIR", default_value = "data")]
@@ -33,13 +61,82 @@ struct Args {
     /// The port of the local PostgreSQL started when no database is given.
     #[arg(long, env = "PARK_PG_PORT", default_value_t = 55432)]
     pg_port: u16,
+    /// The development issuer's address (OIDC discovery, keys, tokens, the sign-in page).
+    #[arg(long, env = "PARK_ISSUER_LISTEN", default_value = "127.0.0.1:8180")]
+    issuer: SocketAddr,
+}
+
+impl Args {
+    /// The development issuer, its key kept under the data directory.
+    fn issuer(&self) -> anyhow::Result<dev_issuer::Issuer> {
+        Ok(dev_issuer::Issuer::open(
+            &self.data_dir.join("issuer"),
+            format!("http://{}", self.issuer),
+            access::DEFAULT_AUDIENCE,
+        )?)
+    }
+}
+
+/// `park token`: one bare token on standard output; who it is for on standard error.
+fn print_token(
+    args: &Args,
+    role: &str,
+    customer: Option<uuid::Uuid>,
+    minutes: u64,
+) -> anyhow::Result<()> {
+    let role = access::Role::parse(role).context("unknown role")?;
+    let issuer = args.issuer()?;
+    let subject = match role {
+        access::Role::Customer => customer.unwrap_or_else(uuid::Uuid::new_v4).to_string(),
+        other => dev_issuer::default_subject(other).to_string(),
+    };
+    let token = issuer.token(
+        &subject,
+        &[role],
+        std::time::Duration::from_secs(minutes * 60),
+    )?;
+    eprintln!(
+        "{role} {subject}, valid for {minutes} minutes, issued by {}",
+        issuer.url()
+    );
+    println!("{token}");
+    Ok(())
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     lifecycle::init_logging("warn");
-    let args = Args::parse();
+    let cli = Cli::parse();
+    let args = cli.args;
+    if let Some(Command::Token {
+        role,
+        customer_id,
+        minutes,
+    }) = cli.command
+    {
+        return print_token(&args, &role, customer_id, minutes);
+    }
     let (stop_tx, stop) = watch::channel(false);
+
+    // The development issuer: the services trust it as they would the company's.
+    let issuer = args.issuer()?;
+    let issuer_listener = tokio::net::TcpListener::bind(args.issuer)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is something else using it?)",
+                args.issuer
+            )
+        })?;
+    let mut issuer_stop = stop.clone();
+    let issuing = tokio::spawn(dev_issuer::serve(
+        issuer_listener,
+        issuer.clone(),
+        async move {
+            let _ = issuer_stop.wait_for(|s| *s).await;
+        },
+    ));
+    let client = issuer.service_client();
 
     // The event store first: its clients connect once, at their first call.
     let store_dir = args.data_dir.join("event-store");
@@ -64,7 +161,16 @@ async fn main() -> anyhow::Result<()> {
         },
     ));
 
-    let mut config = command_side::config::Config::from_env()?;
+    // The environment, with the development issuer and its service client filled in.
+    let mut config = command_side::config::Config::from_lookup(|name| match name {
+        "AUTH_ISSUER" => Some(issuer.url().to_string()),
+        "AUTH_AUDIENCE" => Some(issuer.audience().to_string()),
+        "AUTH_DISCOVERY_URL" => None,
+        "AUTH_CLIENT_ID" => Some(client.client_id.clone()),
+        "AUTH_CLIENT_SECRET" => Some(client.client_secret.clone()),
+        "AUTH_CLIENT_SECRET_FILE" => None,
+        other => std::env::var(other).ok(),
+    })?;
     config.listen = args.commands;
     config.event_store_url = format!("esdb://{}?tls=false", args.event_store);
     if std::env::var_os("PAYMENT_ENDPOINT").is_none() {
@@ -130,9 +236,13 @@ async fn main() -> anyhow::Result<()> {
             .await
     });
 
-    // The policies act through the command side, like any client.
-    let command_channel =
-        tonic::transport::Channel::from_shared(format!("http://{}", args.commands))?.connect_lazy();
+    // The policies act through the command side, like any client, with their own identity.
+    let policies_identity =
+        access::client::ServiceToken::new(issuer.auth_settings(), issuer.service_client())?;
+    let command_channel = access::client::WithToken::new(
+        tonic::transport::Channel::from_shared(format!("http://{}", args.commands))?.connect_lazy(),
+        access::client::Credentials::Service(policies_identity),
+    );
     let events = kurrentdb::Client::new(format!("esdb://{}?tls=false", args.event_store).parse()?)
         .map_err(|e| anyhow::anyhow!("event store client: {e}"))?;
     let payments = command_side::proto::payment_service_client::PaymentServiceClient::new(
@@ -180,6 +290,8 @@ async fn main() -> anyhow::Result<()> {
     let app = query_side::router(query_side::AppState::new(
         pool,
         std::time::Duration::from_secs(2),
+        access::Verifier::new(issuer.auth_settings())?,
+        dev_issuer::PAGE_CLIENT_ID,
     ));
     let mut query_stop = stop.clone();
     let queries = tokio::spawn(async move {
@@ -220,6 +332,7 @@ async fn main() -> anyhow::Result<()> {
         }
         let _ = store_stop_tx.send(true);
         event_store.await??;
+        issuing.await??;
         anyhow::Ok(())
     }
     .await;
@@ -242,18 +355,25 @@ fn print_welcome(args: &Args, store_dir: &std::path::Path, local_pg: Option<(u16
         r#"Cleaning Service Park is up.
 
   event store   esdb://{store}?tls=false   (data in {dir})
+  issuer        http://{issuer}   development OpenID Connect issuer (discovery, keys, sign-in)
   command side  {commands}   gRPC, package cleaning.v1, with reflection and health
   read models   {database}
-  query side    http://{queries}/   the dashboard page; JSON at /dashboard
+  query side    http://{queries}/   the dashboard page (sign in as any role); JSON at /dashboard
 
-Try it (grpcurl lists everything through reflection: grpcurl -plaintext {commands} list):
+Every call needs a bearer token. Get one (in another terminal, same directory):
 
-  grpcurl -plaintext -d '{{"request_id":"{request}","customer_id":"{customer}","customer_name":"Ada Lovelace","place":"12 Analytical Row","request_date":"{date}","price_cents":12500,"paymethod_kind":"credit_card"}}' {commands} cleaning.v1.ReservationService/ApplyReservation
-  curl 'http://{queries}/dashboard?customer_id={customer}'
+  TOKEN=$(cargo run -q --release -p park -- token --role customer --customer-id {customer})
 
+Then (grpcurl lists everything through reflection: grpcurl -plaintext {commands} list):
+
+  grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"request_id":"{request}","customer_name":"Ada Lovelace","place":"12 Analytical Row","request_date":"{date}","price_cents":12500,"paymethod_kind":"credit_card"}}' {commands} cleaning.v1.ReservationService/ApplyReservation
+  curl -H "authorization: Bearer $TOKEN" 'http://{queries}/dashboard'
+
+Roles: customer (their own), cleaner (start and complete), admin (everything), service.
 Ctrl-C stops everything."#,
         store = args.event_store,
         dir = store_dir.display(),
+        issuer = args.issuer,
         commands = args.commands,
         queries = args.queries,
         database = match local_pg {

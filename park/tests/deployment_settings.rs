@@ -56,9 +56,12 @@ fn names_set_in(text: &str) -> BTreeSet<String> {
     names
 }
 
-/// Variables for the third-party images (KurrentDB, PostgreSQL), not for our code.
+/// Variables for the third-party images (KurrentDB, PostgreSQL, Keycloak), not for our code.
 fn third_party(name: &str) -> bool {
-    name.starts_with("KURRENTDB_") || name.starts_with("POSTGRES_") || name == "PGDATA"
+    name.starts_with("KURRENTDB_")
+        || name.starts_with("POSTGRES_")
+        || name.starts_with("KC_")
+        || name == "PGDATA"
 }
 
 #[test]

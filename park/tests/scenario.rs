@@ -1,7 +1,9 @@
 //! The README's first command, as a new user runs it: `park` with no database given starts its
 //! own PostgreSQL, and the business scenario runs end to end through gRPC and HTTP: apply, see
 //! it on the dashboard, start and complete the cleaning, cancel another and watch the refund and
-//! the messages; then Ctrl-C stops everything cleanly.
+//! the messages; then Ctrl-C stops everything cleanly. Every call carries a token printed by
+//! `park token`, as the README tells a person to get one: the customer applies, cancels and
+//! reads their own, a cleaner starts and completes.
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
@@ -20,8 +22,46 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A bearer token from `park token`, as a person at the terminal gets one.
+async fn park_token(data: &std::path::Path, issuer: u16, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_park"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--issuer", &format!("127.0.0.1:{issuer}"), "token"])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    assert_eq!(token.matches('.').count(), 2, "one bare JWT: {token}");
+    token
+}
+
+/// A gRPC channel whose calls carry `token`.
+fn with_token(
+    channel: &tonic::transport::Channel,
+    token: &str,
+) -> access::client::AuthorizedChannel {
+    access::client::WithToken::new(
+        channel.clone(),
+        access::client::Credentials::Bearer(token.into()),
+    )
+}
+
+static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 async fn get(url: &str) -> (u16, Value) {
-    match reqwest::get(url).await {
+    let request = reqwest::Client::new().get(url);
+    let request = match TOKEN.get() {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    };
+    match request.send().await {
         Ok(response) => {
             let status = response.status().as_u16();
             (status, response.json().await.unwrap_or(Value::Null))
@@ -48,6 +88,7 @@ async fn the_business_scenario_on_parks_own_defaults() {
     // The postgres user (park runs PostgreSQL as it when run as root) must reach the directory.
     std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let (store, commands, queries, pg) = (free_port(), free_port(), free_port(), free_port());
+    let issuer = free_port();
     let mut park = Command::new(env!("CARGO_BIN_EXE_park"));
     park.arg("--data-dir")
         .arg(data.path())
@@ -55,6 +96,7 @@ async fn the_business_scenario_on_parks_own_defaults() {
         .args(["--commands", &format!("127.0.0.1:{commands}")])
         .args(["--queries", &format!("127.0.0.1:{queries}")])
         .args(["--pg-port", &pg.to_string()])
+        .args(["--issuer", &format!("127.0.0.1:{issuer}")])
         .stdout(Stdio::null())
         .kill_on_drop(true);
     // As on a fresh machine: no database named, so park starts its own.
@@ -78,8 +120,23 @@ async fn the_business_scenario_on_parks_own_defaults() {
         .connect()
         .await
         .unwrap();
-    let mut reservations = ReservationServiceClient::new(channel);
     let customer = uuid::Uuid::new_v4().to_string();
+    let customer_token = park_token(
+        data.path(),
+        issuer,
+        &["--role", "customer", "--customer-id", &customer],
+    )
+    .await;
+    let cleaner_token = park_token(data.path(), issuer, &["--role", "cleaner"]).await;
+    TOKEN.set(customer_token.clone()).unwrap();
+    let mut reservations = ReservationServiceClient::new(with_token(&channel, &customer_token));
+    let mut cleaners = ReservationServiceClient::new(with_token(&channel, &cleaner_token));
+    // Without a token nothing is served.
+    let refused = ReservationServiceClient::new(channel.clone())
+        .start_cleaning(StartCleaningRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
     let date = (chrono::Utc::now().date_naive() + chrono::Days::new(3))
         .format("%Y-%m-%d")
         .to_string();
@@ -110,7 +167,7 @@ async fn the_business_scenario_on_parks_own_defaults() {
     assert_eq!(row["payment_status"], "approved");
 
     // The cleaning company starts and completes it.
-    reservations
+    cleaners
         .start_cleaning(StartCleaningRequest {
             request_id: String::new(),
             reservation_id: kept.id.clone(),
@@ -118,7 +175,7 @@ async fn the_business_scenario_on_parks_own_defaults() {
         })
         .await
         .unwrap();
-    let done = reservations
+    let done = cleaners
         .complete_cleaning(CompleteCleaningRequest {
             request_id: String::new(),
             reservation_id: kept.id.clone(),

@@ -29,7 +29,7 @@ pub struct Trigger {
 impl Trigger {
     /// The request that started the chain: carried on by everything the policy causes.
     pub fn correlation_id(&self) -> Uuid {
-        self.metadata.map_or(self.id, |m| m.correlation_id)
+        self.metadata.as_ref().map_or(self.id, |m| m.correlation_id)
     }
 }
 
@@ -84,7 +84,9 @@ pub async fn follow<P: Policy>(
         };
         let recorded = event.get_original_event();
         let metadata = serde_json::from_slice::<Metadata>(&recorded.custom_metadata).ok();
-        let version = metadata.map_or(events::SCHEMA_VERSION, |m| m.schema_version);
+        let version = metadata
+            .as_ref()
+            .map_or(events::SCHEMA_VERSION, |m| m.schema_version);
         let mut client = pool.get().await.map_err(database)?;
         let tx = client.transaction().await.map_err(database)?;
         // Personal data is not needed to react, so nothing is unsealed here.

@@ -16,13 +16,13 @@ pub mod follow;
 mod notify;
 mod orphans;
 
+use access::client::AuthorizedChannel;
 use command_side::proto::payment_service_client::PaymentServiceClient;
 use command_side::proto::CancelPaymentRequest;
 use domain::reservation::ReservationEvent;
 use events::Event;
 use kurrentdb::ReadStreamOptions;
 use tokio_postgres::Transaction;
-use tonic::transport::Channel;
 use uuid::Uuid;
 
 pub use follow::{follow, Policy, Trigger};
@@ -40,7 +40,7 @@ pub enum PolicyError {
 /// ReservationCancelled -> cancel (refund) its payment.
 pub struct RefundOnCancel {
     pub events: kurrentdb::Client,
-    pub payments: PaymentServiceClient<Channel>,
+    pub payments: PaymentServiceClient<AuthorizedChannel>,
 }
 
 /// The checkpoint name of the refund policy.

@@ -2,10 +2,14 @@
 //! payments), each on its own subscription and checkpoint, acting through the command side
 //! like any client.
 //!
-//! Settings: `EVENT_STORE_URL` (esdb://127.0.0.1:2113?tls=false), `COMMAND_ENDPOINT`
-//! (http://127.0.0.1:50051), `DATABASE_URL` or the `PG*` variables (checkpoints and the
+//! Settings: `EVENT_STORE_URL` (esdb://127.0.0.1:2113?tls=false; or `EVENT_STORE_URL_FILE`),
+//! `COMMAND_ENDPOINT` (http://127.0.0.1:50051; `https://` is verified against the system's
+//! roots and `TLS_CA_FILE`), `DATABASE_URL` or the `PG*` variables (checkpoints and the
 //! policies' state), `ORPHAN_AFTER_MS` (60000: how long an approved payment may wait for its
-//! reservation before it is refunded).
+//! reservation before it is refunded), `METRICS_LISTEN` (127.0.0.1:9092: `/metrics`,
+//! `/healthz`, `/readyz`), and the policies' own identity: `AUTH_ISSUER` (with
+//! `AUTH_DISCOVERY_URL`, `AUTH_AUDIENCE` as the services read them), `AUTH_CLIENT_ID`,
+//! `AUTH_CLIENT_SECRET` or `AUTH_CLIENT_SECRET_FILE` (client-credentials grant).
 
 use std::time::Duration;
 
@@ -18,8 +22,13 @@ use tokio::sync::watch;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     lifecycle::init_logging("info");
-    let url = std::env::var("EVENT_STORE_URL")
-        .unwrap_or_else(|_| "esdb://127.0.0.1:2113?tls=false".into());
+    let url = lifecycle::secret_from_env("EVENT_STORE_URL", "EVENT_STORE_URL_FILE")
+        .map_err(anyhow::Error::msg)?
+        .unwrap_or_else(|| "esdb://127.0.0.1:2113?tls=false".into());
+    // The policies act with their own identity, never with a customer's.
+    let auth = access::AuthSettings::from_env()?;
+    let identity =
+        access::client::ServiceToken::new(auth.clone(), access::ClientSettings::from_env()?)?;
     let commands =
         std::env::var("COMMAND_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:50051".into());
     let orphan_after = match std::env::var("ORPHAN_AFTER_MS") {
@@ -31,10 +40,14 @@ async fn main() -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("EVENT_STORE_URL: {e}"))?,
     )
     .map_err(|e| anyhow::anyhow!("event store client: {e}"))?;
-    let channel = tonic::transport::Channel::from_shared(commands.clone())
-        .context("COMMAND_ENDPOINT")?
+    let channel = access::client::grpc_endpoint(&commands, auth.ca_file.as_deref())
+        .map_err(|e| anyhow::anyhow!("COMMAND_ENDPOINT: {e}"))?
         .connect_lazy();
+    let channel =
+        access::client::WithToken::new(channel, access::client::Credentials::Service(identity));
     let pool = read_models::pool(read_models::config_from_env()?, 4)?;
+    let operations = std::env::var("METRICS_LISTEN").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    lifecycle::serve_operations(&operations).await?;
     read_models::migrate(&pool)
         .await
         .context("cannot migrate the policies' tables")?;
@@ -59,7 +72,7 @@ async fn main() -> anyhow::Result<()> {
         pool: pool.clone(),
         orphan_after,
     };
-    tracing::info!(event_store = %url, commands = %commands, ?orphan_after, "policies running");
+    tracing::info!( commands = %commands, ?orphan_after, "policies running");
     let running = async {
         tokio::try_join!(
             follow(&refunds, &events, &pool, until_stopped()),

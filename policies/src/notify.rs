@@ -5,6 +5,7 @@
 //! remembers which customer each belongs to. A payment is approved before its reservation is
 //! recorded: the approval is told once the reservation (and so the customer) is known.
 
+use access::client::AuthorizedChannel;
 use chrono::NaiveDate;
 use command_side::proto::message_service_client::MessageServiceClient;
 use command_side::proto::SendMessageRequest;
@@ -15,14 +16,13 @@ use domain::reservation::ReservationEvent;
 use domain::{CustomerId, Money, ReservationId};
 use events::Event;
 use tokio_postgres::Transaction;
-use tonic::transport::Channel;
 use uuid::Uuid;
 
 use crate::follow::{database, request, until_answered, Policy, Trigger};
 use crate::PolicyError;
 
 pub struct NotifyCustomer {
-    pub messages: MessageServiceClient<Channel>,
+    pub messages: MessageServiceClient<AuthorizedChannel>,
 }
 
 /// A message to send: to whom, about what, why, and for which request.

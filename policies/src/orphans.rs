@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use access::client::AuthorizedChannel;
 use command_side::proto::payment_service_client::PaymentServiceClient;
 use command_side::proto::CancelPaymentRequest;
 use deadpool_postgres::Pool;
@@ -16,7 +17,6 @@ use domain::reservation::ReservationEvent;
 use events::Event;
 use kurrentdb::ReadStreamOptions;
 use tokio_postgres::Transaction;
-use tonic::transport::Channel;
 use uuid::Uuid;
 
 use crate::follow::{database, follow, request, until_answered, Policy, Trigger};
@@ -24,7 +24,7 @@ use crate::PolicyError;
 
 pub struct RefundOrphanedPayments {
     pub events: kurrentdb::Client,
-    pub payments: PaymentServiceClient<Channel>,
+    pub payments: PaymentServiceClient<AuthorizedChannel>,
     pub pool: Pool,
     /// How long an approval may wait for its reservation: far longer than a command takes.
     pub orphan_after: Duration,

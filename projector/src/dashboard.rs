@@ -17,7 +17,7 @@ pub struct Applied<'a> {
     pub stream: &'a str,
     pub position: i64,
     pub created: DateTime<Utc>,
-    pub metadata: Option<events::Metadata>,
+    pub metadata: Option<&'a events::Metadata>,
 }
 
 pub fn apply(out: &mut Statements, applied: &Applied<'_>) {

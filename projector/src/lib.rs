@@ -265,7 +265,7 @@ impl<K: KeyStore> Projector<K> {
                         stream: &received.stream,
                         position: received.position as i64,
                         created: received.created,
-                        metadata: received.metadata,
+                        metadata: received.metadata.as_ref(),
                     };
                     dashboard::apply(&mut out, &applied);
                     messages::apply(&mut out, &applied);
@@ -392,7 +392,9 @@ async fn read<K: KeyStore>(
         let recorded = event.get_original_event();
         let position = recorded.position.commit;
         let metadata = serde_json::from_slice::<Metadata>(&recorded.custom_metadata).ok();
-        let version = metadata.map_or(events::SCHEMA_VERSION, |m| m.schema_version);
+        let version = metadata
+            .as_ref()
+            .map_or(events::SCHEMA_VERSION, |m| m.schema_version);
         let key = match events::sealing_key_id(&recorded.event_type, &recorded.data) {
             Some(id) => known_keys.get(&id, keys.as_ref()).await,
             None => None,

@@ -6,7 +6,7 @@
 //!
 //! Settings: `EVENT_STORE_URL` (esdb://127.0.0.1:2113?tls=false), `DATABASE_URL` or the `PG*`
 //! variables, `KEY_STORE_URL` (the same database), `BATCH_MAX_EVENTS` (500), `BATCH_MAX_WAIT_MS` (5),
-//! `ON_POISON` (`stop` or `park`), `METRICS_LISTEN` (127.0.0.1:9091: `/metrics`, `/healthz`).
+//! `ON_POISON` (`stop` or `park`), `METRICS_LISTEN` (127.0.0.1:9091: `/metrics`, `/healthz`, `/readyz`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,8 +50,9 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     lifecycle::init_logging("info");
     let args = <Args as clap::Parser>::parse();
-    let url = std::env::var("EVENT_STORE_URL")
-        .unwrap_or_else(|_| "esdb://127.0.0.1:2113?tls=false".into());
+    let url = lifecycle::secret_from_env("EVENT_STORE_URL", "EVENT_STORE_URL_FILE")
+        .map_err(anyhow::Error::msg)?
+        .unwrap_or_else(|| "esdb://127.0.0.1:2113?tls=false".into());
     let client = kurrentdb::Client::new(
         url.parse()
             .map_err(|e| anyhow::anyhow!("EVENT_STORE_URL: {e}"))?,
@@ -83,18 +84,8 @@ async fn main() -> anyhow::Result<()> {
         on_poison,
     };
     let metrics_listen: String = setting("METRICS_LISTEN", "127.0.0.1:9091".to_string())?;
-    let metrics_listener = tokio::net::TcpListener::bind(&metrics_listen)
-        .await
-        .with_context(|| format!("cannot listen on {metrics_listen}"))?;
-    lifecycle::metrics();
-    let operations = axum::Router::new()
-        .route(
-            "/metrics",
-            axum::routing::get(|| async { lifecycle::render_metrics() }),
-        )
-        .route("/healthz", axum::routing::get(|| async { "ok" }));
-    tokio::spawn(async move { axum::serve(metrics_listener, operations).await });
-    tracing::info!(event_store = %url, checkpoint = ?projector.checkpoint().await?, "projecting the dashboard");
+    lifecycle::serve_operations(&metrics_listen).await?;
+    tracing::info!(event_store = %lifecycle::without_credentials(&url), checkpoint = ?projector.checkpoint().await?, "projecting the dashboard");
     projector.run(lifecycle::shutdown_signal()).await?;
     tracing::info!("projector stopped");
     Ok(())

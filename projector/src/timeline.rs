@@ -90,6 +90,8 @@ pub struct TimelineRows {
     occurred: Vec<chrono::DateTime<chrono::Utc>>,
     correlation_ids: Vec<Option<uuid::Uuid>>,
     causation_ids: Vec<Option<uuid::Uuid>>,
+    actor_subjects: Vec<Option<String>>,
+    actor_roles: Vec<Option<String>>,
     summaries: Vec<String>,
 }
 
@@ -106,6 +108,9 @@ pub fn apply(rows: &mut TimelineRows, applied: &Applied<'_>) {
         .push(applied.metadata.map(|m| m.correlation_id));
     rows.causation_ids
         .push(applied.metadata.map(|m| m.causation_id));
+    let actor = applied.metadata.and_then(|m| m.actor.as_ref());
+    rows.actor_subjects.push(actor.map(|a| a.subject.clone()));
+    rows.actor_roles.push(actor.map(|a| a.role.clone()));
     rows.summaries.push(summary);
 }
 
@@ -117,9 +122,9 @@ impl TimelineRows {
         }
         out.push(
             "INSERT INTO timeline (reservation_id, position, event_type, stream, occurred_at,
-                 correlation_id, causation_id, summary)
+                 correlation_id, causation_id, summary, actor_subject, actor_role)
              SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[],
-                 $5::timestamptz[], $6::uuid[], $7::uuid[], $8::text[])
+                 $5::timestamptz[], $6::uuid[], $7::uuid[], $8::text[], $9::text[], $10::text[])
              ON CONFLICT (reservation_id, position) DO NOTHING",
             params![
                 self.reservation_ids,
@@ -129,7 +134,9 @@ impl TimelineRows {
                 self.occurred,
                 self.correlation_ids,
                 self.causation_ids,
-                self.summaries
+                self.summaries,
+                self.actor_subjects,
+                self.actor_roles
             ],
         );
     }

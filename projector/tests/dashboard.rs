@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 struct System {
     running: testkit::Running,
-    reservations: ReservationServiceClient<tonic::transport::Channel>,
+    reservations: ReservationServiceClient<access::client::AuthorizedChannel>,
 }
 
 async fn start_system() -> System {

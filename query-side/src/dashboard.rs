@@ -1,7 +1,8 @@
 //! `/dashboard` and `/reservations/{id}/timeline`: what a customer or the cleaning company
 //! looks at.
 
-use axum::extract::{Path, RawQuery, State};
+use access::{Action, Principal};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::auth::{customer_filter, grant};
 use crate::consistency::{wait_for, Consistency};
 use crate::params::{encode_cursor, id_from_path, Params};
 use crate::{fetch, AppState, Page, Problem};
@@ -81,22 +83,30 @@ pub const STATUSES: [&str; 4] = [
     responses(
         (status = 200, body = Page<DashboardEntry>),
         (status = 400, description = "malformed parameter", content_type = "application/problem+json"),
+        (status = 401, description = "no valid bearer token", content_type = "application/problem+json"),
+        (status = 403, description = "the caller's roles may not read the dashboard", content_type = "application/problem+json"),
         (status = 422, description = "parameter out of range", content_type = "application/problem+json"),
     ))]
 pub async fn list(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, Problem> {
+    let grant = grant(&principal, Action::ReadDashboard)?;
     let params = Params::parse(
         query.as_deref(),
         &["status", "customer_id", "limit", "after", "min_position"],
     )?;
     let limit = params.limit()?;
     let status = params.one_of("status", &STATUSES)?;
-    let customer = params.uuid("customer_id")?;
+    let asked = params.uuid("customer_id")?;
     let after = params.after()?;
     let consistency = wait_for(&state, &headers, &params).await?;
+    // A customer sees only their own; asking for anyone else's finds nothing.
+    let Some(customer) = customer_filter(&grant, asked) else {
+        return Ok(consistency.apply(Json(Page::<DashboardEntry>::empty()).into_response()));
+    };
 
     // Newest first, keyset-paged on the reservation's place in the log: as fast on page 1,000
     // as on page one, and stable while rows are added.
@@ -126,19 +136,27 @@ pub async fn list(
     responses(
         (status = 200, body = DashboardEntry),
         (status = 400, description = "malformed id", content_type = "application/problem+json"),
-        (status = 404, description = "no such reservation", content_type = "application/problem+json"),
+        (status = 401, description = "no valid bearer token", content_type = "application/problem+json"),
+        (status = 403, description = "the caller's roles may not read this", content_type = "application/problem+json"),
+        (status = 404, description = "no such reservation (or not the caller's)", content_type = "application/problem+json"),
     ))]
 pub async fn one(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     Path(reservation_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, Problem> {
+    let only = grant(&principal, Action::ReadDashboard)?.customer_filter();
     let (id, consistency) = one_reservation(&state, &headers, &reservation_id, query).await?;
+    // Someone else's reservation is answered as one that does not exist.
     let rows = fetch(
         &state.pool,
-        &format!("SELECT {COLUMNS} FROM dashboard WHERE reservation_id = $1"),
-        &[&id],
+        &format!(
+            "SELECT {COLUMNS} FROM dashboard
+                 WHERE reservation_id = $1 AND ($2::uuid IS NULL OR customer_id = $2)"
+        ),
+        &[&id, &only],
     )
     .await?;
     let row = rows
@@ -170,6 +188,17 @@ pub struct TimelineEntry {
     pub correlation_id: Option<Uuid>,
     pub causation_id: Option<Uuid>,
     pub summary: String,
+    /// Who caused it: the caller's subject and role (absent on events from before callers
+    /// were identified).
+    pub actor: Option<Actor>,
+}
+
+/// Who caused an event.
+#[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct Actor {
+    pub subject: String,
+    /// customer, cleaner, admin or service.
+    pub role: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -187,20 +216,29 @@ pub struct Timeline {
     responses(
         (status = 200, body = Timeline),
         (status = 400, description = "malformed id", content_type = "application/problem+json"),
-        (status = 404, description = "no such reservation", content_type = "application/problem+json"),
+        (status = 401, description = "no valid bearer token", content_type = "application/problem+json"),
+        (status = 403, description = "the caller's roles may not read this", content_type = "application/problem+json"),
+        (status = 404, description = "no such reservation (or not the caller's)", content_type = "application/problem+json"),
     ))]
 pub async fn timeline(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     Path(reservation_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, Problem> {
+    let only = grant(&principal, Action::ReadTimeline)?.customer_filter();
     let (id, consistency) = one_reservation(&state, &headers, &reservation_id, query).await?;
     let rows = fetch(
         &state.pool,
-        "SELECT position, event_type, stream, occurred_at, correlation_id, causation_id, summary
-             FROM timeline WHERE reservation_id = $1 ORDER BY position",
-        &[&id],
+        "SELECT position, event_type, stream, occurred_at, correlation_id, causation_id, summary,
+                actor_subject, actor_role
+             FROM timeline t
+             WHERE reservation_id = $1
+               AND ($2::uuid IS NULL OR EXISTS (
+                   SELECT 1 FROM dashboard d WHERE d.reservation_id = $1 AND d.customer_id = $2))
+             ORDER BY position",
+        &[&id, &only],
     )
     .await?;
     if rows.is_empty() {
@@ -216,6 +254,10 @@ pub async fn timeline(
             correlation_id: r.get(4),
             causation_id: r.get(5),
             summary: r.get(6),
+            actor: match (r.get(7), r.get(8)) {
+                (Some(subject), Some(role)) => Some(Actor { subject, role }),
+                _ => None,
+            },
         })
         .collect();
     let body = Timeline {
@@ -226,6 +268,14 @@ pub async fn timeline(
 }
 
 impl<T> Page<T> {
+    /// What a caller finds where there is nothing for it.
+    pub fn empty() -> Page<T> {
+        Page {
+            items: Vec::new(),
+            next: None,
+        }
+    }
+
     /// A page from `limit + 1` rows: the extra row only tells that there is a next page.
     pub fn of(
         rows: &[tokio_postgres::Row],

@@ -6,6 +6,7 @@
 //! (`min_position`, see [`consistency`]). `/openapi.json` describes it all, generated from the
 //! handlers below.
 
+pub mod auth;
 pub mod consistency;
 pub mod dashboard;
 pub mod lists;
@@ -35,6 +36,10 @@ pub use problem::Problem;
 #[derive(Clone)]
 pub struct AppState {
     pub pool: Pool,
+    /// Checks every data request's bearer token.
+    pub verifier: access::Verifier,
+    /// Where the page signs in.
+    pub sign_in: Arc<auth::PageSignIn>,
     /// How long a read-your-writes query waits at most.
     pub max_wait: Duration,
     /// Set when the process is asked to stop: `/readyz` fails first so that load balancers
@@ -43,9 +48,22 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(pool: Pool, max_wait: Duration) -> AppState {
+    /// The page signs in with the public client `page_client_id` of the verifier's issuer.
+    pub fn new(
+        pool: Pool,
+        max_wait: Duration,
+        verifier: access::Verifier,
+        page_client_id: &str,
+    ) -> AppState {
+        let sign_in = auth::PageSignIn {
+            issuer: verifier.settings().issuer.clone(),
+            client_id: page_client_id.to_string(),
+            scope: "openid".into(),
+        };
         AppState {
             pool,
+            verifier,
+            sign_in: Arc::new(sign_in),
             max_wait,
             stopping: Arc::default(),
         }
@@ -74,25 +92,60 @@ pub struct Page<T> {
         lists::payments,
         healthz,
         readyz,
-    )
+        auth::page_config,
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
 )]
 pub struct ApiDoc;
 
 /// The header that carries a request's correlation id (made when the client sends none).
 pub const CORRELATION_ID: &str = "x-correlation-id";
 
+/// Every data route needs a bearer token (OpenAPI says so, for clients and tools).
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     // This process's recorder, so that `/metrics` shows what is recorded from here on.
     lifecycle::metrics();
     let correlation = HeaderName::from_static(CORRELATION_ID);
-    Router::new()
-        .route("/", get(page))
+    // The read models, behind the token check.
+    let data = Router::new()
         .route("/dashboard", get(dashboard::list))
         .route("/dashboard/{reservation_id}", get(dashboard::one))
-        .route("/reservations/{reservation_id}/timeline", get(dashboard::timeline))
+        .route(
+            "/reservations/{reservation_id}/timeline",
+            get(dashboard::timeline),
+        )
         .route("/messages", get(lists::messages))
         .route("/paymethods", get(lists::paymethods))
         .route("/payments", get(lists::payments))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
+    // Open to anyone: the page (it signs in before it shows anything), where it signs in,
+    // the API's description, and what orchestrators poll.
+    Router::new()
+        .merge(data)
+        .route("/", get(page))
+        .route("/auth/config", get(auth::page_config))
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

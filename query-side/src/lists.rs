@@ -1,7 +1,8 @@
 //! `/messages`, `/paymethods` and `/payments`: newest first, keyset-paged on each row's place in
 //! the log, filterable by customer or reservation.
 
-use axum::extract::{RawQuery, State};
+use access::{Action, Principal};
+use axum::extract::{Extension, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::auth::{customer_filter, grant};
 use crate::consistency::wait_for;
 use crate::params::Params;
 use crate::{fetch, AppState, Page, Problem};
@@ -40,13 +42,17 @@ pub struct Message {
     responses(
         (status = 200, body = Page<Message>),
         (status = 400, description = "malformed parameter", content_type = "application/problem+json"),
+        (status = 401, description = "no valid bearer token", content_type = "application/problem+json"),
+        (status = 403, description = "the caller's roles may not read this list", content_type = "application/problem+json"),
         (status = 422, description = "parameter out of range", content_type = "application/problem+json"),
     ))]
 pub async fn messages(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, Problem> {
+    let grant = grant(&principal, Action::ReadMessages)?;
     let params = Params::parse(
         query.as_deref(),
         &[
@@ -57,9 +63,12 @@ pub async fn messages(
             "min_position",
         ],
     )?;
-    let (customer, reservation) = (params.uuid("customer_id")?, params.uuid("reservation_id")?);
+    let (asked, reservation) = (params.uuid("customer_id")?, params.uuid("reservation_id")?);
     let (limit, after) = (params.limit()?, params.after()?);
     let consistency = wait_for(&state, &headers, &params).await?;
+    let Some(customer) = customer_filter(&grant, asked) else {
+        return Ok(consistency.apply(Json(Page::<Message>::empty()).into_response()));
+    };
     let rows = fetch(
         &state.pool,
         "SELECT message_id, customer_id, reservation_id, recipient, text, cause,
@@ -116,20 +125,27 @@ pub struct Paymethod {
     responses(
         (status = 200, body = Page<Paymethod>),
         (status = 400, description = "malformed parameter", content_type = "application/problem+json"),
+        (status = 401, description = "no valid bearer token", content_type = "application/problem+json"),
+        (status = 403, description = "the caller's roles may not read this list", content_type = "application/problem+json"),
         (status = 422, description = "parameter out of range", content_type = "application/problem+json"),
     ))]
 pub async fn paymethods(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, Problem> {
+    let grant = grant(&principal, Action::ReadPaymethods)?;
     let params = Params::parse(
         query.as_deref(),
         &["customer_id", "limit", "after", "min_position"],
     )?;
-    let customer = params.uuid("customer_id")?;
+    let asked = params.uuid("customer_id")?;
     let (limit, after) = (params.limit()?, params.after()?);
     let consistency = wait_for(&state, &headers, &params).await?;
+    let Some(customer) = customer_filter(&grant, asked) else {
+        return Ok(consistency.apply(Json(Page::<Paymethod>::empty()).into_response()));
+    };
     let rows = fetch(
         &state.pool,
         "SELECT paymethod_id, customer_id, customer_name, personal_erased, kind, masked_number,
@@ -190,13 +206,17 @@ pub const PAYMENT_STATUSES: [&str; 3] = ["approved", "declined", "refunded"];
     responses(
         (status = 200, body = Page<Payment>),
         (status = 400, description = "malformed parameter", content_type = "application/problem+json"),
+        (status = 401, description = "no valid bearer token", content_type = "application/problem+json"),
+        (status = 403, description = "the caller's roles may not read this list", content_type = "application/problem+json"),
         (status = 422, description = "parameter out of range", content_type = "application/problem+json"),
     ))]
 pub async fn payments(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, Problem> {
+    let grant = grant(&principal, Action::ReadPayments)?;
     let params = Params::parse(
         query.as_deref(),
         &[
@@ -209,9 +229,12 @@ pub async fn payments(
         ],
     )?;
     let status = params.one_of("status", &PAYMENT_STATUSES)?;
-    let (customer, reservation) = (params.uuid("customer_id")?, params.uuid("reservation_id")?);
+    let (asked, reservation) = (params.uuid("customer_id")?, params.uuid("reservation_id")?);
     let (limit, after) = (params.limit()?, params.after()?);
     let consistency = wait_for(&state, &headers, &params).await?;
+    let Some(customer) = customer_filter(&grant, asked) else {
+        return Ok(consistency.apply(Json(Page::<Payment>::empty()).into_response()));
+    };
     let rows = fetch(
         &state.pool,
         "SELECT payment_id, reservation_id, customer_id, amount_cents, paymethod_kind, status,

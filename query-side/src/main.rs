@@ -2,7 +2,10 @@
 //!
 //! Settings: `QUERY_LISTEN` (127.0.0.1:8080), `DATABASE_URL` or the `PG*` variables,
 //! `READ_YOUR_WRITES_WAIT_MS` (2000), `SHUTDOWN_DRAIN_DELAY_MS` (0; a few seconds behind a load
-//! balancer: how long `/readyz` fails before the server stops accepting).
+//! balancer: how long `/readyz` fails before the server stops accepting); the tokens it
+//! accepts: `AUTH_ISSUER` (required), `AUTH_DISCOVERY_URL`, `AUTH_AUDIENCE`,
+//! `AUTH_ROLES_CLAIM`, `TLS_CA_FILE`; and `AUTH_PAGE_CLIENT_ID` (cleaning-park-page), the public
+//! client the page signs in with.
 
 use std::time::Duration;
 
@@ -24,7 +27,13 @@ async fn main() -> anyhow::Result<()> {
     let max_wait = millis("READ_YOUR_WRITES_WAIT_MS", 2_000)?;
     let drain_delay = millis("SHUTDOWN_DRAIN_DELAY_MS", 0)?;
     let pool = read_models::pool(read_models::config_from_env()?, 16)?;
-    let state = query_side::AppState::new(pool, max_wait);
+    let auth = access::AuthSettings::from_env()?;
+    let page_client = std::env::var("AUTH_PAGE_CLIENT_ID")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| query_side::auth::PAGE_CLIENT_ID.into());
+    let verifier = access::Verifier::new(auth)?;
+    let state = query_side::AppState::new(pool, max_wait, verifier, &page_client);
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

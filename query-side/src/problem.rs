@@ -13,6 +13,9 @@ pub struct Problem {
     detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     parameter: Option<std::borrow::Cow<'static, str>>,
+    /// The `WWW-Authenticate` challenge of a 401.
+    #[serde(skip)]
+    challenge: Option<String>,
 }
 
 impl Problem {
@@ -24,6 +27,7 @@ impl Problem {
             status: 400,
             detail: detail.into(),
             parameter: Some(parameter.into()),
+            challenge: None,
         }
     }
 
@@ -35,6 +39,7 @@ impl Problem {
             status: 400,
             detail: detail.into(),
             parameter: Some(parameter.into()),
+            challenge: None,
         }
     }
 
@@ -46,6 +51,7 @@ impl Problem {
             status: 422,
             detail: detail.into(),
             parameter: Some(parameter.into()),
+            challenge: None,
         }
     }
 
@@ -56,6 +62,31 @@ impl Problem {
             status: 404,
             detail: detail.into(),
             parameter: None,
+            challenge: None,
+        }
+    }
+
+    /// 401: no acceptable bearer token; `challenge` goes in `WWW-Authenticate`.
+    pub fn unauthorized(detail: impl Into<String>, challenge: String) -> Problem {
+        Problem {
+            kind: "about:blank",
+            title: "Unauthorized",
+            status: 401,
+            detail: detail.into(),
+            parameter: None,
+            challenge: Some(challenge),
+        }
+    }
+
+    /// 403: the caller's roles may not use this at all.
+    pub fn forbidden(detail: impl Into<String>) -> Problem {
+        Problem {
+            kind: "about:blank",
+            title: "Forbidden",
+            status: 403,
+            detail: detail.into(),
+            parameter: None,
+            challenge: None,
         }
     }
 
@@ -66,6 +97,7 @@ impl Problem {
             status: 503,
             detail: detail.into(),
             parameter: None,
+            challenge: None,
         }
     }
 }
@@ -74,12 +106,18 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&self).unwrap_or_default();
-        (
+        let mut response = (
             status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             body,
         )
-            .into_response()
+            .into_response();
+        if let Some(challenge) = self.challenge.and_then(|c| c.parse().ok()) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        response
     }
 }
 

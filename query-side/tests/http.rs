@@ -12,7 +12,9 @@ use tokio::sync::oneshot;
 
 struct System {
     http: String,
-    reservations: ReservationServiceClient<tonic::transport::Channel>,
+    /// An administrator's token: these tests read everything.
+    admin: String,
+    reservations: ReservationServiceClient<access::client::AuthorizedChannel>,
     _running: testkit::Running,
     _stop_projector: oneshot::Sender<()>,
 }
@@ -39,10 +41,21 @@ async fn start(max_wait: Duration) -> System {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http = format!("http://{}", listener.local_addr().unwrap());
-    let app = query_side::router(query_side::AppState::new(pool, max_wait));
+    let verifier = access::Verifier::new(running.issuer.auth_settings()).unwrap();
+    let app = query_side::router(query_side::AppState::new(
+        pool,
+        max_wait,
+        verifier,
+        "cleaning-park-page",
+    ));
     tokio::spawn(async move { axum::serve(listener, app).await });
+    let admin = running
+        .issuer
+        .token("admin-1", &[access::Role::Admin], Duration::from_secs(3600))
+        .unwrap();
     System {
         http,
+        admin,
         reservations: ReservationServiceClient::new(running.commands.clone()),
         _running: running,
         _stop_projector: stop,
@@ -50,21 +63,34 @@ async fn start(max_wait: Duration) -> System {
 }
 
 impl System {
-    fn reservations_channel(&self) -> tonic::transport::Channel {
+    fn reservations_channel(&self) -> access::client::AuthorizedChannel {
         self._running.commands.clone()
+    }
+
+    /// An HTTP client sending the administrator's token.
+    fn client(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", self.admin).parse().unwrap(),
+        );
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap()
+    }
+
+    async fn get(&self, url: String) -> (u16, reqwest::header::HeaderMap, Value) {
+        let response = self.client().get(url).send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.json::<Value>().await.unwrap_or(Value::Null);
+        (status, headers, body)
     }
 }
 
 fn apply_request(customer_id: &str) -> ApplyReservationRequest {
     testkit::apply_request(customer_id, 8_800)
-}
-
-async fn get(url: String) -> (u16, reqwest::header::HeaderMap, Value) {
-    let response = reqwest::get(url).await.unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.json::<Value>().await.unwrap_or(Value::Null);
-    (status, headers, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,11 +105,12 @@ async fn one_reservation_read_your_writes_and_errors() {
         .into_inner();
 
     // Asking for the position of the write waits until the read model has it.
-    let (status, headers, body) = get(format!(
-        "{}/dashboard/{}?min_position={}",
-        s.http, reply.id, reply.position
-    ))
-    .await;
+    let (status, headers, body) = s
+        .get(format!(
+            "{}/dashboard/{}?min_position={}",
+            s.http, reply.id, reply.position
+        ))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(headers["x-read-model-consistent"], "true");
     let entry: DashboardEntry = serde_json::from_value(body).unwrap();
@@ -101,7 +128,7 @@ async fn one_reservation_read_your_writes_and_errors() {
     assert_eq!(entry.price_cents, 8_800);
 
     // A position the read model has not reached: answered after the bound, and said so.
-    let client = reqwest::Client::new();
+    let client = s.client();
     let response = client
         .get(format!("{}/dashboard/{}", s.http, reply.id))
         .header("x-min-position", (reply.position + 1_000_000).to_string())
@@ -112,7 +139,10 @@ async fn one_reservation_read_your_writes_and_errors() {
     assert_eq!(response.headers()["x-read-model-consistent"], "false");
 
     // Errors as problem+json, naming the parameter.
-    let response = reqwest::get(format!("{}/dashboard/{}", s.http, uuid::Uuid::new_v4()))
+    let response = s
+        .client()
+        .get(format!("{}/dashboard/{}", s.http, uuid::Uuid::new_v4()))
+        .send()
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 404);
@@ -120,26 +150,32 @@ async fn one_reservation_read_your_writes_and_errors() {
         response.headers()["content-type"],
         "application/problem+json"
     );
-    let (status, _, body) = get(format!("{}/dashboard/not-a-uuid", s.http)).await;
+    let (status, _, body) = s.get(format!("{}/dashboard/not-a-uuid", s.http)).await;
     assert_eq!(
         (status, body["parameter"].as_str()),
         (400, Some("reservation_id"))
     );
-    let (status, _, body) = get(format!(
-        "{}/dashboard/{}?min_position=soon",
-        s.http, reply.id
-    ))
-    .await;
+    let (status, _, body) = s
+        .get(format!(
+            "{}/dashboard/{}?min_position=soon",
+            s.http, reply.id
+        ))
+        .await;
     assert_eq!(
         (status, body["parameter"].as_str()),
         (400, Some("min_position"))
     );
-    let (status, _, _) = get(format!("{}/nowhere", s.http)).await;
+    let (status, _, _) = s.get(format!("{}/nowhere", s.http)).await;
     assert_eq!(status, 404);
 
-    let (status, _, _) = get(format!("{}/healthz", s.http)).await;
+    let (status, _, _) = s.get(format!("{}/healthz", s.http)).await;
     assert_eq!(status, 200);
-    let response = reqwest::get(format!("{}/readyz", s.http)).await.unwrap();
+    let response = s
+        .client()
+        .get(format!("{}/readyz", s.http))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 200);
 }
 
@@ -179,7 +215,7 @@ async fn pages_and_filters_the_dashboard() {
     let mut url = format!("{}/dashboard?limit=3&min_position={last}", s.http);
     let mut pages = 0;
     loop {
-        let (status, _, body) = get(url.clone()).await;
+        let (status, _, body) = s.get(url.clone()).await;
         assert_eq!(status, 200, "{body}");
         let page: Page<DashboardEntry> = serde_json::from_value(body).unwrap();
         assert!(page.items.len() <= 3);
@@ -195,11 +231,15 @@ async fn pages_and_filters_the_dashboard() {
     newest_first.reverse();
     assert_eq!(seen, newest_first);
 
-    let (_, _, body) = get(format!("{}/dashboard?customer_id={ada}", s.http)).await;
+    let (_, _, body) = s
+        .get(format!("{}/dashboard?customer_id={ada}", s.http))
+        .await;
     let page: Page<DashboardEntry> = serde_json::from_value(body).unwrap();
     assert_eq!(page.items.len(), 4);
     assert!(page.items.iter().all(|e| e.customer_id.to_string() == ada));
-    let (_, _, body) = get(format!("{}/dashboard?status=cancelled", s.http)).await;
+    let (_, _, body) = s
+        .get(format!("{}/dashboard?status=cancelled", s.http))
+        .await;
     let page: Page<DashboardEntry> = serde_json::from_value(body).unwrap();
     assert_eq!(
         page.items
@@ -217,7 +257,7 @@ async fn pages_and_filters_the_dashboard() {
         ("customer_id=42", "customer_id", 400),
         ("after=%%%", "after", 400),
     ] {
-        let (got, _, body) = get(format!("{}/dashboard?{query}", s.http)).await;
+        let (got, _, body) = s.get(format!("{}/dashboard?{query}", s.http)).await;
         assert_eq!(
             (got, body["parameter"].as_str()),
             (status, Some(parameter)),
@@ -251,11 +291,12 @@ async fn the_timeline_shows_every_event_with_its_request() {
         .unwrap()
         .into_inner();
 
-    let (status, _, body) = get(format!(
-        "{}/reservations/{}/timeline?min_position={}",
-        s.http, applied.id, started.position
-    ))
-    .await;
+    let (status, _, body) = s
+        .get(format!(
+            "{}/reservations/{}/timeline?min_position={}",
+            s.http, applied.id, started.position
+        ))
+        .await;
     assert_eq!(status, 200, "{body}");
     let timeline: query_side::Timeline = serde_json::from_value(body).unwrap();
     let kinds: Vec<&str> = timeline
@@ -281,14 +322,17 @@ async fn the_timeline_shows_every_event_with_its_request() {
         "no personal data"
     );
 
-    let (status, _, _) = get(format!(
-        "{}/reservations/{}/timeline",
-        s.http,
-        uuid::Uuid::new_v4()
-    ))
-    .await;
+    let (status, _, _) = s
+        .get(format!(
+            "{}/reservations/{}/timeline",
+            s.http,
+            uuid::Uuid::new_v4()
+        ))
+        .await;
     assert_eq!(status, 404);
-    let (status, _, body) = get(format!("{}/reservations/nope/timeline", s.http)).await;
+    let (status, _, body) = s
+        .get(format!("{}/reservations/nope/timeline", s.http))
+        .await;
     assert_eq!(
         (status, body["parameter"].as_str()),
         (400, Some("reservation_id"))
@@ -374,11 +418,12 @@ async fn messages_paymethods_and_payments_page_and_filter() {
             .unwrap();
     }
     // The first reservation's payment is refunded.
-    let (_, _, first) = get(format!(
-        "{}/dashboard/{}?min_position=1",
-        s.http, reservations[0]
-    ))
-    .await;
+    let (_, _, first) = s
+        .get(format!(
+            "{}/dashboard/{}?min_position=1",
+            s.http, reservations[0]
+        ))
+        .await;
     let refunded = PaymentServiceClient::new(channel.clone())
         .cancel_payment(CancelPaymentRequest {
             request_id: String::new(),
@@ -390,11 +435,12 @@ async fn messages_paymethods_and_payments_page_and_filter() {
     let last = refunded.position;
 
     // Messages: newest first, by customer and by reservation, paged one at a time.
-    let (status, headers, body) = get(format!(
-        "{}/messages?customer_id={ada}&min_position={last}",
-        s.http
-    ))
-    .await;
+    let (status, headers, body) = s
+        .get(format!(
+            "{}/messages?customer_id={ada}&min_position={last}",
+            s.http
+        ))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(headers["x-read-model-consistent"], "true");
     let page: Page<Message> = serde_json::from_value(body).unwrap();
@@ -405,18 +451,19 @@ async fn messages_paymethods_and_payments_page_and_filter() {
         .iter()
         .all(|m| m.recipient.as_deref() == Some("someone@example.org")));
     assert_eq!(page.items[0].reservation_id, None);
-    let (_, _, body) = get(format!(
-        "{}/messages?reservation_id={}",
-        s.http, reservations[2]
-    ))
-    .await;
+    let (_, _, body) = s
+        .get(format!(
+            "{}/messages?reservation_id={}",
+            s.http, reservations[2]
+        ))
+        .await;
     let page: Page<Message> = serde_json::from_value(body).unwrap();
     assert_eq!(page.items.len(), 1);
     assert_eq!(page.items[0].customer_id.to_string(), bob);
     let mut seen = Vec::new();
     let mut url = format!("{}/messages?limit=1", s.http);
     loop {
-        let (_, _, body) = get(url).await;
+        let (_, _, body) = s.get(url).await;
         let page: Page<Message> = serde_json::from_value(body).unwrap();
         seen.extend(page.items.into_iter().map(|m| m.text.unwrap()));
         match page.next {
@@ -427,7 +474,9 @@ async fn messages_paymethods_and_payments_page_and_filter() {
     assert_eq!(seen, ["See you Tuesday", "Welcome", "See you Monday"]);
 
     // Payment methods: masked numbers only, the change applied.
-    let (_, _, body) = get(format!("{}/paymethods?customer_id={ada}", s.http)).await;
+    let (_, _, body) = s
+        .get(format!("{}/paymethods?customer_id={ada}", s.http))
+        .await;
     let text = body.to_string();
     let page: Page<Paymethod> = serde_json::from_value(body).unwrap();
     assert_eq!(page.items.len(), 2);
@@ -450,27 +499,30 @@ async fn messages_paymethods_and_payments_page_and_filter() {
     ] {
         assert!(!text.contains(number), "{text}");
     }
-    let (_, _, body) = get(format!("{}/paymethods?limit=1", s.http)).await;
+    let (_, _, body) = s.get(format!("{}/paymethods?limit=1", s.http)).await;
     let page: Page<Paymethod> = serde_json::from_value(body).unwrap();
     assert_eq!(page.items[0].paymethod_id.to_string(), registered[2]);
     assert!(page.next.is_some());
 
     // Payments: by status, customer and reservation.
-    let (_, _, body) = get(format!("{}/payments?status=declined", s.http)).await;
+    let (_, _, body) = s.get(format!("{}/payments?status=declined", s.http)).await;
     let page: Page<Payment> = serde_json::from_value(body).unwrap();
     assert_eq!(page.items.len(), 1);
     assert_eq!(page.items[0].amount_cents, 500_000);
     assert!(page.items[0].decline_reason.is_some());
     assert_eq!(page.items[0].customer_id, None);
-    let (_, _, body) = get(format!("{}/payments?customer_id={ada}", s.http)).await;
+    let (_, _, body) = s
+        .get(format!("{}/payments?customer_id={ada}", s.http))
+        .await;
     let page: Page<Payment> = serde_json::from_value(body).unwrap();
     let statuses: Vec<_> = page.items.iter().map(|p| p.status.as_str()).collect();
     assert_eq!(statuses, ["approved", "refunded"]);
-    let (_, _, body) = get(format!(
-        "{}/payments?reservation_id={}",
-        s.http, reservations[2]
-    ))
-    .await;
+    let (_, _, body) = s
+        .get(format!(
+            "{}/payments?reservation_id={}",
+            s.http, reservations[2]
+        ))
+        .await;
     let page: Page<Payment> = serde_json::from_value(body).unwrap();
     assert_eq!(page.items.len(), 1);
     assert_eq!(
@@ -487,7 +539,7 @@ async fn messages_paymethods_and_payments_page_and_filter() {
         ("payments?status=lost", "status", 422),
         ("payments?after=zzz", "after", 400),
     ] {
-        let (got, headers, body) = get(format!("{}/{path}", s.http)).await;
+        let (got, headers, body) = s.get(format!("{}/{path}", s.http)).await;
         assert_eq!(
             (got, body["parameter"].as_str()),
             (status, Some(parameter)),
@@ -500,7 +552,7 @@ async fn messages_paymethods_and_payments_page_and_filter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_metrics_and_correlation_ids() {
     let s = start(Duration::from_secs(1)).await;
-    let (status, _, doc) = get(format!("{}/openapi.json", s.http)).await;
+    let (status, _, doc) = s.get(format!("{}/openapi.json", s.http)).await;
     assert_eq!(status, 200);
     for path in [
         "/dashboard",
@@ -517,7 +569,7 @@ async fn openapi_metrics_and_correlation_ids() {
     assert!(doc["components"]["schemas"]["DashboardEntry"].is_object());
 
     // A correlation id given is returned; one is made when none is given.
-    let client = reqwest::Client::new();
+    let client = s.client();
     let response = client
         .get(format!("{}/dashboard", s.http))
         .header("x-correlation-id", "order-42")

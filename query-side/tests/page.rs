@@ -1,6 +1,8 @@
 //! The dashboard page in a real browser: headless Chromium (Debian's `chromium` package) loads
 //! it from the running query side after a reservation is applied and another cancelled, and
-//! the test reads what a person would see.
+//! the test reads what a person would see. Signed out it shows nothing; it signs in at the
+//! issuer (authorization code with PKCE; the development issuer takes `login_hint` for the
+//! role picker's answer) and then shows what the signed-in customer may see, and nothing else.
 
 use std::time::Duration;
 
@@ -79,11 +81,27 @@ async fn a_person_sees_reservations_and_their_state() {
     tokio::spawn(async move { projector.run(std::future::pending()).await });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http = format!("http://{}", listener.local_addr().unwrap());
-    let app = query_side::router(query_side::AppState::new(pool, Duration::from_secs(5)));
+    let verifier = access::Verifier::new(running.issuer.auth_settings()).unwrap();
+    let app = query_side::router(query_side::AppState::new(
+        pool,
+        Duration::from_secs(5),
+        verifier,
+        dev_issuer::PAGE_CLIENT_ID,
+    ));
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let mut reservations = ReservationServiceClient::new(running.commands.clone());
     let customer = uuid::Uuid::new_v4().to_string();
+    let mut reservations =
+        ReservationServiceClient::new(running.commands_as(access::Role::Customer, &customer));
+    // Someone else's reservation (applied by an administrator), which the customer must not see.
+    let mut stranger = testkit::apply_request(&uuid::Uuid::new_v4().to_string(), 9_900);
+    stranger.customer_name = "Grace Hopper".into();
+    stranger.place = "1 Compiler Lane".into();
+    let strangers = ReservationServiceClient::new(running.commands.clone())
+        .apply_reservation(stranger)
+        .await
+        .unwrap()
+        .into_inner();
     let kept = reservations
         .apply_reservation(testkit::apply_request(&customer, 12_500))
         .await
@@ -104,20 +122,45 @@ async fn a_person_sees_reservations_and_their_state() {
         .unwrap()
         .into_inner();
     // Wait until the read model shows the cancellation, as the page will.
-    let response = reqwest::get(format!(
-        "{http}/dashboard?min_position={}",
-        cancelled.position
-    ))
-    .await
-    .unwrap();
+    let admin = running
+        .issuer
+        .token("admin-1", &[access::Role::Admin], Duration::from_secs(60))
+        .unwrap();
+    let response = reqwest::Client::new()
+        .get(format!(
+            "{http}/dashboard?min_position={}",
+            cancelled.position
+        ))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.headers()["x-read-model-consistent"], "true");
 
-    // PAGE_SCREENSHOT=file.png keeps a picture of the page, to look at it as a person would.
-    if let Ok(path) = std::env::var("PAGE_SCREENSHOT") {
-        screenshot(&format!("{http}/"), &path).await;
-    }
+    // Signed out: a way to sign in, and nothing else.
     let dom = rendered(&format!("{http}/")).await;
     assert!(dom.contains("Cleaning Service Park"), "{dom}");
+    assert!(dom.contains(r#"id="sign-in""#), "{dom}");
+    assert_eq!(dom.matches(r#"class="reservation""#).count(), 0, "{dom}");
+    for personal in ["Ada Lovelace", "12 Analytical Row", "Grace Hopper"] {
+        assert!(
+            !dom.contains(personal),
+            "{personal} shown signed out: {dom}"
+        );
+    }
+
+    // Signed in as the customer: their two reservations, not the stranger's.
+    let signed_in = format!("{http}/?login_hint=customer:{customer}");
+    // PAGE_SCREENSHOT=file.png keeps a picture of the page, to look at it as a person would.
+    if let Ok(path) = std::env::var("PAGE_SCREENSHOT") {
+        screenshot(&signed_in, &path).await;
+    }
+    let dom = rendered(&signed_in).await;
+    assert!(dom.contains(&format!("Signed in as {customer}")), "{dom}");
+    assert!(
+        !dom.contains("Grace Hopper") && !dom.contains(&strangers.id),
+        "{dom}"
+    );
     assert_eq!(dom.matches(r#"class="reservation""#).count(), 2, "{dom}");
     assert!(dom.contains(&format!(r#"data-id="{}""#, kept.id)));
     assert!(dom.contains("Ada Lovelace") && dom.contains("12 Analytical Row"));
@@ -137,14 +180,15 @@ async fn a_person_sees_reservations_and_their_state() {
         "a history is open: {dom}"
     );
 
-    // A link to one reservation opens its history, every event with its request.
-    let dom = rendered(&format!("{http}/#{}", other.id)).await;
+    // A link to one reservation opens its history, every event with its request and who acted.
+    let dom = rendered(&format!("{signed_in}#{}", other.id)).await;
     assert!(dom.contains(&format!("History of {}", other.id)), "{dom}");
     for seen in [
         "Payment of 70.00 approved",
         "Cleaning requested for",
         "Reservation cancelled: moved",
         "ReservationCancelled",
+        &format!("by customer {customer}"),
     ] {
         assert!(dom.contains(seen), "{seen} missing from {dom}");
     }

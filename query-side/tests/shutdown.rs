@@ -12,6 +12,10 @@ use tokio::process::Command;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_turns_unready_then_drains_without_failing_a_request() {
     let (database, _pool) = testkit::fresh_named_database().await;
+    let issuer = testkit::issuer().await;
+    let token = issuer
+        .token("admin-1", &[access::Role::Admin], Duration::from_secs(600))
+        .unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -23,13 +27,22 @@ async fn sigterm_turns_unready_then_drains_without_failing_a_request() {
         .env_remove("DATABASE_URL")
         .env("SHUTDOWN_DRAIN_DELAY_MS", "1500")
         .env("READ_YOUR_WRITES_WAIT_MS", "2500")
+        .env("AUTH_ISSUER", issuer.url())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
     while http
         .get(format!("{base}/readyz"))
         .send()

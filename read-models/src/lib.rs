@@ -20,10 +20,13 @@ pub enum DbError {
     Migration(#[from] refinery::Error),
 }
 
-/// `DATABASE_URL` when set, else the standard `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD` and
-/// `PGDATABASE` variables (what `pg_virtualenv` and most tools set).
+/// `DATABASE_URL` (or the file `DATABASE_URL_FILE` names) when set, else the standard
+/// `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD` and `PGDATABASE` variables (what `pg_virtualenv`
+/// and most tools set).
 pub fn config_from_env() -> Result<tokio_postgres::Config, DbError> {
-    if let Ok(url) = std::env::var("DATABASE_URL") {
+    if let Some(url) =
+        lifecycle::secret_from_env("DATABASE_URL", "DATABASE_URL_FILE").map_err(DbError::Config)?
+    {
         return url
             .parse()
             .map_err(|e| DbError::Config(format!("DATABASE_URL: {e}")));

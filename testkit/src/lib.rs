@@ -2,21 +2,79 @@
 //! runtime, and a throwaway PostgreSQL database per test.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use access::client::{AuthorizedChannel, Credentials, WithToken};
+use access::Role;
 use command_side::proto::ApplyReservationRequest;
 use customer_keys::PostgresKeys;
 use deadpool_postgres::Pool;
+use dev_issuer::Issuer;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
 /// The embedded event store and the command side, with the PostgreSQL key store in a database of
-/// its own (as deployed: the projector under test reaches the same keys).
+/// its own (as deployed: the projector under test reaches the same keys), and the development
+/// issuer whose tokens the command side accepts.
 pub struct Running {
     pub event_store_url: String,
-    pub commands: Channel,
+    /// The command side, as an administrator (who may do everything).
+    pub commands: AuthorizedChannel,
+    /// The command side without a token.
+    pub channel: Channel,
     pub keys: Arc<PostgresKeys>,
+    pub issuer: Issuer,
     _stops: Vec<oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
+}
+
+/// A development issuer on a loopback port, serving until the test's runtime ends.
+pub async fn issuer() -> Issuer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let issuer = Issuer::ephemeral(
+        format!("http://{}", listener.local_addr().expect("addr")),
+        "cleaning-park",
+    );
+    tokio::spawn(dev_issuer::serve(
+        listener,
+        issuer.clone(),
+        std::future::pending(),
+    ));
+    issuer
+}
+
+/// Command-side settings trusting `issuer`, with its service client as the own identity.
+pub fn command_config(issuer: &Issuer) -> command_side::config::Config {
+    let client = issuer.service_client();
+    let lookup = |name: &str| match name {
+        "AUTH_ISSUER" => Some(issuer.url().to_string()),
+        "AUTH_CLIENT_ID" => Some(client.client_id.clone()),
+        "AUTH_CLIENT_SECRET" => Some(client.client_secret.clone()),
+        _ => None,
+    };
+    command_side::config::Config::from_lookup(lookup).expect("config")
+}
+
+/// `channel` with every call carrying a token of `issuer` for `subject` in `role`.
+pub fn as_role(channel: &Channel, issuer: &Issuer, role: Role, subject: &str) -> AuthorizedChannel {
+    let token = issuer
+        .token(subject, &[role], Duration::from_secs(3600))
+        .expect("token");
+    WithToken::new(channel.clone(), Credentials::Bearer(token.into()))
+}
+
+/// `channel` as an administrator.
+pub fn as_admin(channel: &Channel, issuer: &Issuer) -> AuthorizedChannel {
+    as_role(channel, issuer, Role::Admin, "admin-1")
+}
+
+impl Running {
+    /// The command side as `subject` in `role`.
+    pub fn commands_as(&self, role: Role, subject: &str) -> AuthorizedChannel {
+        as_role(&self.channel, &self.issuer, role, subject)
+    }
 }
 
 impl Running {
@@ -42,11 +100,12 @@ impl Running {
                 .await
                 .expect("key store"),
         );
+        let issuer = issuer().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let address = listener.local_addr().expect("addr");
-        let mut config = command_side::config::Config::from_lookup(|_| None).expect("config");
+        let mut config = command_config(&issuer);
         config.listen = address;
         config.event_store_url = event_store_url.clone();
         config.payment_endpoint = format!("http://{address}");
@@ -54,15 +113,17 @@ impl Running {
         tokio::spawn(command_side::serve(config, keys.clone(), listener, async {
             let _ = stopped.await;
         }));
-        let commands = Channel::from_shared(format!("http://{address}"))
+        let channel = Channel::from_shared(format!("http://{address}"))
             .expect("url")
             .connect()
             .await
             .expect("command side");
         Running {
             event_store_url,
-            commands,
+            commands: as_admin(&channel, &issuer),
+            channel,
             keys,
+            issuer,
             _stops: vec![stop_store, stop_commands],
             _dir: dir,
         }

@@ -3,11 +3,12 @@
 use std::sync::Arc;
 
 use domain::customer::{Customer, CustomerError, ForgetCustomer};
-use domain::CustomerId;
 use events::{Event, KeyStore};
 use tonic::Request;
 
-use super::{context, reply, Reply};
+use access::Action;
+
+use super::{acting_for, authorize, reply, Reply};
 use crate::errors::{CommandError, Violations};
 use crate::execute::{Executor, Target};
 use crate::proto::customer_service_server::CustomerService;
@@ -25,14 +26,11 @@ impl<K: KeyStore> CustomerService for Customers<K> {
         request: Request<ForgetCustomerRequest>,
     ) -> Reply<CommandReply> {
         let mut v = Violations::default();
-        let context = context(&request, &request.get_ref().request_id, &mut v);
-        let customer_id = v
-            .check(
-                "customer_id",
-                CustomerId::parse(&request.get_ref().customer_id),
-            )
-            .unwrap_or_default();
+        let r = request.get_ref();
+        let context = authorize(&request, Action::ForgetCustomer, &r.request_id, &mut v)?;
+        let customer_id = acting_for(&context, "customer_id", &r.customer_id, &mut v)?;
         v.finish()?;
+        let customer_id = customer_id.unwrap_or_default();
         // The key goes first (destroying it twice is harmless): once this call has answered,
         // the data is unreadable even if recording the fact had failed.
         self.executor
@@ -49,6 +47,7 @@ impl<K: KeyStore> CustomerService for Customers<K> {
                 _ => None,
             },
             safe_to_repeat: true,
+            owner: None,
         };
         let written = self
             .executor

@@ -7,7 +7,9 @@ use domain::{CustomerId, MessageId, Personal, ReservationId};
 use events::{Event, KeyStore};
 use tonic::Request;
 
-use super::{context, derived_id, reply, Reply};
+use access::Action;
+
+use super::{authorize, derived_id, reply, Reply};
 use crate::errors::{CommandError, Violations};
 use crate::execute::{Executor, Target};
 use crate::proto::message_service_server::MessageService;
@@ -26,6 +28,7 @@ pub fn target(id: MessageId) -> Target<Message> {
             _ => None,
         },
         safe_to_repeat: false,
+        owner: None,
     }
 }
 
@@ -33,8 +36,8 @@ pub fn target(id: MessageId) -> Target<Message> {
 impl<K: KeyStore> MessageService for Messages<K> {
     async fn send_message(&self, request: Request<SendMessageRequest>) -> Reply<CommandReply> {
         let mut v = Violations::default();
-        let context = context(&request, &request.get_ref().request_id, &mut v);
         let r = request.get_ref();
+        let context = authorize(&request, Action::SendMessage, &r.request_id, &mut v)?;
         let customer_id = v.check("customer_id", CustomerId::parse(&r.customer_id));
         let recipient = v.check("recipient", Personal::text(&r.recipient, MAX_RECIPIENT));
         let text = v.check("text", Personal::text(&r.text, MAX_TEXT));

@@ -11,7 +11,9 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::errors::Violations;
+use domain::CustomerId;
+
+use crate::errors::{CommandError, Violations};
 use crate::proto::CommandReply;
 use crate::store::{RequestContext, Written};
 
@@ -20,10 +22,22 @@ pub const CORRELATION_HEADER: &str = "x-correlation-id";
 /// A policy acting on an event names that event as the cause of what it asks for.
 pub const CAUSATION_HEADER: &str = "x-causation-id";
 
-/// The request's context: its id (for idempotency) and its correlation id.
-pub fn context<T>(
+/// The caller's grant for `action` (PERMISSION_DENIED when its roles may not take it at all),
+/// and the request's context: its id (for idempotency), its correlation id, the grant.
+pub fn authorize<T>(
+    request: &Request<T>,
+    action: access::Action,
+    request_id: &str,
+    violations: &mut Violations,
+) -> Result<RequestContext, Status> {
+    let grant = access::grpc::grant(request, action)?;
+    Ok(context(request, request_id, grant, violations))
+}
+
+fn context<T>(
     request: &Request<T>,
     request_id: &str,
+    grant: access::Grant,
     violations: &mut Violations,
 ) -> RequestContext {
     let request_id = if request_id.trim().is_empty() {
@@ -48,6 +62,33 @@ pub fn context<T>(
         request_id,
         correlation_id: header(CORRELATION_HEADER).unwrap_or_else(Uuid::new_v4),
         causation_id: header(CAUSATION_HEADER).unwrap_or(request_id),
+        grant,
+    }
+}
+
+/// The customer a command acts for. A customer acts for themself: the field may be left
+/// empty, and naming anyone else is PERMISSION_DENIED. Staff name the customer.
+pub fn acting_for(
+    context: &RequestContext,
+    field: &'static str,
+    text: &str,
+    violations: &mut Violations,
+) -> Result<Option<CustomerId>, CommandError> {
+    let Some(own) = context.grant.only.map(CustomerId::from) else {
+        return Ok(violations.check(field, CustomerId::parse(text)));
+    };
+    match text.trim() {
+        "" => Ok(Some(own)),
+        text => match CustomerId::parse(text) {
+            Ok(named) if named == own => Ok(Some(own)),
+            Ok(_) => Err(CommandError::Forbidden(format!(
+                "a customer acts only for themself: {field} must be empty or the token's subject"
+            ))),
+            Err(e) => {
+                violations.add(field, e.to_string());
+                Ok(None)
+            }
+        },
     }
 }
 

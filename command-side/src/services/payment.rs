@@ -9,7 +9,9 @@ use domain::{Aggregate, Money, PaymentId, PaymethodKind, ReservationId};
 use events::{Event, KeyStore};
 use tonic::{Request, Response};
 
-use super::{context, reply, with_correlation, Reply};
+use access::Action;
+
+use super::{authorize, reply, with_correlation, Reply};
 use crate::errors::{CommandError, Violations};
 use crate::execute::{Executor, Target};
 use crate::proto::payment_service_server::PaymentService;
@@ -31,6 +33,7 @@ fn target(id: PaymentId) -> Target<Payment> {
             _ => None,
         },
         safe_to_repeat: true,
+        owner: None,
     }
 }
 
@@ -52,8 +55,8 @@ fn provider_down() -> CommandError {
 impl<K: KeyStore> PaymentService for Payments<K> {
     async fn pay(&self, request: Request<PayRequest>) -> Reply<PayReply> {
         let mut v = Violations::default();
-        let context = context(&request, &request.get_ref().request_id, &mut v);
         let r = request.get_ref();
+        let context = authorize(&request, Action::Pay, &r.request_id, &mut v)?;
         let payment_id = v.check("payment_id", PaymentId::parse(&r.payment_id));
         let reservation_id = v.check("reservation_id", ReservationId::parse(&r.reservation_id));
         let amount = v.check("amount_cents", Money::from_cents(r.amount_cents));
@@ -72,7 +75,7 @@ impl<K: KeyStore> PaymentService for Payments<K> {
         let target = target(payment_id);
 
         // A payment is decided once: asking again answers with the recorded decision.
-        let loaded = self.executor.load(&target).await?;
+        let loaded = self.executor.load(&target, &context, refusal).await?;
         if loaded.state.status != PaymentStatus::None {
             let (revision, position) = loaded.stored.last().map_or((0, 0), |s| (s.1, s.2));
             return Ok(pay_reply(
@@ -115,7 +118,7 @@ impl<K: KeyStore> PaymentService for Payments<K> {
             )),
             // Decided at the same moment by a twin request: answer with what it recorded.
             Err(StoreError::Conflict) => {
-                let recorded = self.executor.load(&target).await?;
+                let recorded = self.executor.load(&target, &context, refusal).await?;
                 let (revision, position) = recorded.stored.last().map_or((0, 0), |s| (s.1, s.2));
                 let written = Written { revision, position };
                 Ok(pay_reply(payment_id, &recorded.state, written, &context))
@@ -126,12 +129,10 @@ impl<K: KeyStore> PaymentService for Payments<K> {
 
     async fn cancel_payment(&self, request: Request<CancelPaymentRequest>) -> Reply<CommandReply> {
         let mut v = Violations::default();
-        let context = context(&request, &request.get_ref().request_id, &mut v);
+        let r = request.get_ref();
+        let context = authorize(&request, Action::CancelPayment, &r.request_id, &mut v)?;
         let payment_id = v
-            .check(
-                "payment_id",
-                PaymentId::parse(&request.get_ref().payment_id),
-            )
+            .check("payment_id", PaymentId::parse(&r.payment_id))
             .unwrap_or_default();
         v.finish()?;
         let written = self
@@ -150,6 +151,7 @@ impl<K: KeyStore> PaymentService for Payments<K> {
         &self,
         request: Request<VerifyPaymethodRequest>,
     ) -> Reply<VerifyPaymethodReply> {
+        access::grpc::grant(&request, Action::VerifyPaymethod)?;
         let mut v = Violations::default();
         let r = request.get_ref();
         let kind = v.check("kind", PaymethodKind::parse(&r.kind));

@@ -5,13 +5,15 @@ use std::sync::Arc;
 
 use domain::paymethod::{Paymethod, PaymethodCommand, PaymethodError};
 use domain::reservation::MAX_NAME;
-use domain::{CustomerId, MaskedNumber, PaymethodId, PaymethodKind, Personal};
+use domain::{MaskedNumber, PaymethodId, PaymethodKind, Personal};
 use events::{Event, KeyStore};
 use tonic::Request;
 
-use super::{context, derived_id, reply, Reply};
+use access::Action;
+
+use super::{acting_for, authorize, derived_id, reply, Reply};
 use crate::errors::{CommandError, Violations};
-use crate::execute::{Executor, Target};
+use crate::execute::{Executor, Owner, Target};
 use crate::payments::PaymentGateway;
 use crate::proto::paymethod_service_server::PaymethodService;
 use crate::proto::*;
@@ -31,6 +33,10 @@ fn target(id: PaymethodId) -> Target<Paymethod> {
             _ => None,
         },
         safe_to_repeat: true,
+        owner: Some(Owner {
+            of: |p| p.registered.then_some(p.customer_id),
+            missing: || PaymethodError::NotFound,
+        }),
     }
 }
 
@@ -90,9 +96,9 @@ impl<K: KeyStore> PaymethodService for Paymethods<K> {
         request: Request<RegisterPaymethodRequest>,
     ) -> Reply<CommandReply> {
         let mut v = Violations::default();
-        let context = context(&request, &request.get_ref().request_id, &mut v);
         let r = request.get_ref();
-        let customer_id = v.check("customer_id", CustomerId::parse(&r.customer_id));
+        let context = authorize(&request, Action::RegisterPaymethod, &r.request_id, &mut v)?;
+        let customer_id = acting_for(&context, "customer_id", &r.customer_id, &mut v)?;
         let customer_name = v.check("customer_name", Personal::text(&r.customer_name, MAX_NAME));
         let checked = kind_and_number(&mut v, &r.kind, &r.number);
         v.finish()?;
@@ -105,7 +111,7 @@ impl<K: KeyStore> PaymethodService for Paymethods<K> {
         };
         let paymethod_id = PaymethodId::from(derived_id(&context, "paymethod"));
         let target = target(paymethod_id);
-        let loaded = self.executor.load(&target).await?;
+        let loaded = self.executor.load(&target, &context, refusal).await?;
         if let Some(earlier) = loaded.earlier_result(context.request_id, &target.stream) {
             return Ok(reply(paymethod_id, earlier, &context));
         }
@@ -130,8 +136,8 @@ impl<K: KeyStore> PaymethodService for Paymethods<K> {
         request: Request<ChangePaymethodRequest>,
     ) -> Reply<CommandReply> {
         let mut v = Violations::default();
-        let context = context(&request, &request.get_ref().request_id, &mut v);
         let r = request.get_ref();
+        let context = authorize(&request, Action::ChangePaymethod, &r.request_id, &mut v)?;
         let paymethod_id = v.check("paymethod_id", PaymethodId::parse(&r.paymethod_id));
         let checked = kind_and_number(&mut v, &r.kind, &r.number);
         v.finish()?;
@@ -141,7 +147,7 @@ impl<K: KeyStore> PaymethodService for Paymethods<K> {
             );
         };
         let target = target(paymethod_id);
-        let loaded = self.executor.load(&target).await?;
+        let loaded = self.executor.load(&target, &context, refusal).await?;
         if let Some(earlier) = loaded.earlier_result(context.request_id, &target.stream) {
             return Ok(reply(paymethod_id, earlier, &context));
         }

@@ -4,16 +4,18 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use domain::reservation::{
-    RequestCleaning, Reservation, ReservationCommand, ReservationError, MAX_NAME, MAX_PLACE,
-    MAX_REASON,
+    RequestCleaning, Reservation, ReservationCommand, ReservationError, ReservationStatus,
+    MAX_NAME, MAX_PLACE, MAX_REASON,
 };
-use domain::{CustomerId, Money, PaymentId, PaymethodKind, Personal, ReservationId};
+use domain::{Money, PaymentId, PaymethodKind, Personal, ReservationId};
 use events::{Event, KeyStore};
 use tonic::{Request, Response};
 
-use super::{context, derived_id, reply, Reply};
+use access::Action;
+
+use super::{acting_for, authorize, derived_id, reply, Reply};
 use crate::errors::{CommandError, Violations};
-use crate::execute::{Executor, Target};
+use crate::execute::{Executor, Owner, Target};
 use crate::payments::PaymentGateway;
 use crate::proto::reservation_service_server::ReservationService;
 use crate::proto::*;
@@ -33,6 +35,10 @@ fn target(id: ReservationId, safe_to_repeat: bool) -> Target<Reservation> {
             _ => None,
         },
         safe_to_repeat,
+        owner: Some(Owner {
+            of: |r| (r.status != ReservationStatus::None).then_some(r.customer_id),
+            missing: || ReservationError::NotFound,
+        }),
     }
 }
 
@@ -72,9 +78,9 @@ impl<K: KeyStore> ReservationService for Reservations<K> {
         request: Request<ApplyReservationRequest>,
     ) -> Reply<CommandReply> {
         let mut v = Violations::default();
-        let context = context(&request, &request.get_ref().request_id, &mut v);
         let r = request.get_ref();
-        let customer_id = v.check("customer_id", CustomerId::parse(&r.customer_id));
+        let context = authorize(&request, Action::ApplyReservation, &r.request_id, &mut v)?;
+        let customer_id = acting_for(&context, "customer_id", &r.customer_id, &mut v)?;
         let customer_name = v.check("customer_name", Personal::text(&r.customer_name, MAX_NAME));
         let place = v.check("place", Personal::text(&r.place, MAX_PLACE));
         let request_date = v.check(
@@ -156,8 +162,8 @@ impl<K: KeyStore> ReservationService for Reservations<K> {
         request: Request<CancelReservationRequest>,
     ) -> Reply<CommandReply> {
         let mut v = Violations::default();
-        let context = context(&request, &request.get_ref().request_id, &mut v);
         let r = request.get_ref();
+        let context = authorize(&request, Action::CancelReservation, &r.request_id, &mut v)?;
         let id = reservation_id(&mut v, &r.reservation_id);
         let reason = v.check("reason", domain::values::text(&r.reason, MAX_REASON));
         v.finish()?;
@@ -169,8 +175,8 @@ impl<K: KeyStore> ReservationService for Reservations<K> {
 
     async fn start_cleaning(&self, request: Request<StartCleaningRequest>) -> Reply<CommandReply> {
         let mut v = Violations::default();
-        let context = context(&request, &request.get_ref().request_id, &mut v);
         let r = request.get_ref();
+        let context = authorize(&request, Action::StartCleaning, &r.request_id, &mut v)?;
         let id = reservation_id(&mut v, &r.reservation_id);
         let cleaner = match r.cleaner.trim() {
             "" => None,
@@ -191,8 +197,9 @@ impl<K: KeyStore> ReservationService for Reservations<K> {
         request: Request<CompleteCleaningRequest>,
     ) -> Reply<CommandReply> {
         let mut v = Violations::default();
-        let context = context(&request, &request.get_ref().request_id, &mut v);
-        let id = reservation_id(&mut v, &request.get_ref().reservation_id);
+        let r = request.get_ref();
+        let context = authorize(&request, Action::CompleteCleaning, &r.request_id, &mut v)?;
+        let id = reservation_id(&mut v, &r.reservation_id);
         v.finish()?;
         Ok(self
             .lifecycle(context, id, ReservationCommand::CompleteCleaning)

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use access::client::AuthorizedChannel;
+use access::Role;
 use command_side::config::Config;
 use command_side::proto::customer_service_client::CustomerServiceClient;
 use command_side::proto::message_service_client::MessageServiceClient;
@@ -12,9 +14,12 @@ use command_side::proto::payment_service_client::PaymentServiceClient;
 use command_side::proto::paymethod_service_client::PaymethodServiceClient;
 use command_side::proto::reservation_service_client::ReservationServiceClient;
 use command_side::proto::*;
+use dev_issuer::Issuer;
 use events::InMemoryKeys;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
+
+pub use testkit::{as_role, issuer};
 
 pub struct EventStoreUnderTest {
     pub port: u16,
@@ -64,6 +69,7 @@ pub struct CommandSide {
 impl CommandSide {
     pub async fn start(
         event_store: &EventStoreUnderTest,
+        issuer: &Issuer,
         port: u16,
         change: impl FnOnce(&mut Config),
     ) -> CommandSide {
@@ -71,7 +77,7 @@ impl CommandSide {
             .await
             .unwrap();
         let port = listener.local_addr().unwrap().port();
-        let mut config = Config::from_lookup(|_| None).unwrap();
+        let mut config = testkit::command_config(issuer);
         config.listen = listener.local_addr().unwrap();
         config.event_store_url = event_store.url();
         config.payment_endpoint = format!("http://127.0.0.1:{port}");
@@ -89,6 +95,7 @@ impl CommandSide {
         }
     }
 
+    /// A channel without a token.
     pub async fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://127.0.0.1:{}", self.port))
             .unwrap()
@@ -107,14 +114,39 @@ impl CommandSide {
     }
 }
 
+/// A client of every service, all calling as one principal.
+pub struct Clients {
+    pub reservations: ReservationServiceClient<AuthorizedChannel>,
+    pub payments: PaymentServiceClient<AuthorizedChannel>,
+    pub paymethods: PaymethodServiceClient<AuthorizedChannel>,
+    pub messages: MessageServiceClient<AuthorizedChannel>,
+    pub customers: CustomerServiceClient<AuthorizedChannel>,
+}
+
+impl Clients {
+    pub fn new(channel: AuthorizedChannel) -> Clients {
+        Clients {
+            reservations: ReservationServiceClient::new(channel.clone()),
+            payments: PaymentServiceClient::new(channel.clone()),
+            paymethods: PaymethodServiceClient::new(channel.clone()),
+            messages: MessageServiceClient::new(channel.clone()),
+            customers: CustomerServiceClient::new(channel),
+        }
+    }
+}
+
+/// The event store, the command side and the issuer it trusts; the clients call as an
+/// administrator, who may do everything (`as_role` for anyone else).
 pub struct System {
     pub store: EventStoreUnderTest,
+    pub issuer: Issuer,
     pub commands: CommandSide,
-    pub reservations: ReservationServiceClient<Channel>,
-    pub payments: PaymentServiceClient<Channel>,
-    pub paymethods: PaymethodServiceClient<Channel>,
-    pub messages: MessageServiceClient<Channel>,
-    pub customers: CustomerServiceClient<Channel>,
+    pub channel: Channel,
+    pub reservations: ReservationServiceClient<AuthorizedChannel>,
+    pub payments: PaymentServiceClient<AuthorizedChannel>,
+    pub paymethods: PaymethodServiceClient<AuthorizedChannel>,
+    pub messages: MessageServiceClient<AuthorizedChannel>,
+    pub customers: CustomerServiceClient<AuthorizedChannel>,
 }
 
 impl System {
@@ -124,17 +156,26 @@ impl System {
 
     pub async fn start_with(change: impl FnOnce(&mut Config)) -> System {
         let store = EventStoreUnderTest::start().await;
-        let commands = CommandSide::start(&store, 0, change).await;
+        let issuer = issuer().await;
+        let commands = CommandSide::start(&store, &issuer, 0, change).await;
         let channel = commands.channel().await;
+        let admin = Clients::new(testkit::as_admin(&channel, &issuer));
         System {
-            reservations: ReservationServiceClient::new(channel.clone()),
-            payments: PaymentServiceClient::new(channel.clone()),
-            paymethods: PaymethodServiceClient::new(channel.clone()),
-            messages: MessageServiceClient::new(channel.clone()),
-            customers: CustomerServiceClient::new(channel),
+            reservations: admin.reservations,
+            payments: admin.payments,
+            paymethods: admin.paymethods,
+            messages: admin.messages,
+            customers: admin.customers,
             store,
+            issuer,
             commands,
+            channel,
         }
+    }
+
+    /// Clients calling as `subject` in `role`.
+    pub fn as_role(&self, role: Role, subject: &str) -> Clients {
+        Clients::new(as_role(&self.channel, &self.issuer, role, subject))
     }
 
     /// The raw events of a stream, as the event store holds them: (type, data, custom metadata).
