@@ -121,21 +121,18 @@ async fn measure(
     let dir = tempfile::tempdir_in(".")?;
     let (_store, store_port, _) = start_event_store(dir.path())?;
     let port = free_port()?;
-    let (_commands, _) = start_binary(
-        command_side,
-        &[],
-        &[
-            ("COMMAND_LISTEN", format!("127.0.0.1:{port}")),
-            (
-                "EVENT_STORE_URL",
-                format!("esdb://127.0.0.1:{store_port}?tls=false"),
-            ),
-        ],
-        port,
-    )?;
+    let issuer = crate::processes::issuer().await?;
+    let mut env = crate::processes::auth_env(&issuer);
+    env.push(("COMMAND_LISTEN", format!("127.0.0.1:{port}")));
+    env.push((
+        "EVENT_STORE_URL",
+        format!("esdb://127.0.0.1:{store_port}?tls=false"),
+    ));
+    let (_commands, _) = start_binary(command_side, &[], &env, port)?;
     let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))?
         .connect()
         .await?;
+    let channel = crate::processes::as_admin(channel, &issuer)?;
     // Warm up (connections, first reads), then measure.
     let customers: Vec<String> = (0..customers)
         .map(|_| uuid::Uuid::new_v4().to_string())
@@ -159,7 +156,7 @@ async fn measure(
 /// Commands/s, p50 and p99 in ms. Every command must succeed.
 /// `customers` empty: a new customer for every command; else commands spread over them.
 async fn load(
-    channel: Channel,
+    channel: access::client::AuthorizedChannel,
     concurrency: usize,
     length: Duration,
     customers: &[String],

@@ -73,3 +73,49 @@ pub fn start_event_store(dir: &Path) -> anyhow::Result<(Process, u16, Duration)>
     )?;
     Ok((process, port, took))
 }
+
+/// The development issuer, served on this process's runtime: the services under test trust
+/// it as they would the company's, so every figure includes checking tokens.
+pub async fn issuer() -> anyhow::Result<dev_issuer::Issuer> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let issuer = dev_issuer::Issuer::ephemeral(
+        format!("http://{}", listener.local_addr()?),
+        access::DEFAULT_AUDIENCE,
+    );
+    tokio::spawn(dev_issuer::serve(
+        listener,
+        issuer.clone(),
+        std::future::pending(),
+    ));
+    Ok(issuer)
+}
+
+/// The settings a service under test needs to trust `issuer` and to act as a service.
+pub fn auth_env(issuer: &dev_issuer::Issuer) -> Vec<(&'static str, String)> {
+    let client = issuer.service_client();
+    vec![
+        ("AUTH_ISSUER", issuer.url().to_string()),
+        ("AUTH_CLIENT_ID", client.client_id),
+        ("AUTH_CLIENT_SECRET", client.client_secret),
+    ]
+}
+
+/// An administrator's token, valid for the longest run.
+pub fn admin_token(issuer: &dev_issuer::Issuer) -> anyhow::Result<String> {
+    Ok(issuer.token(
+        "admin-1",
+        &[access::Role::Admin],
+        Duration::from_secs(6 * 3600),
+    )?)
+}
+
+/// `channel` calling as an administrator.
+pub fn as_admin(
+    channel: tonic::transport::Channel,
+    issuer: &dev_issuer::Issuer,
+) -> anyhow::Result<access::client::AuthorizedChannel> {
+    Ok(access::client::WithToken::new(
+        channel,
+        access::client::Credentials::Bearer(admin_token(issuer)?.into()),
+    ))
+}

@@ -109,19 +109,16 @@ pub fn run(options: Options, runs: usize) -> anyhow::Result<()> {
             async move { projector.run(std::future::pending()).await }
         });
         let port = free_port()?;
-        let (_commands, _) = start(
-            "command-side",
-            &[],
-            &[
-                ("COMMAND_LISTEN", format!("127.0.0.1:{port}")),
-                ("EVENT_STORE_URL", url.clone()),
-                ("PGDATABASE", "bench_projector_keys".to_string()),
-            ],
-            port,
-        )?;
+        let issuer = crate::processes::issuer().await?;
+        let mut env = crate::processes::auth_env(&issuer);
+        env.push(("COMMAND_LISTEN", format!("127.0.0.1:{port}")));
+        env.push(("EVENT_STORE_URL", url.clone()));
+        env.push(("PGDATABASE", "bench_projector_keys".to_string()));
+        let (_commands, _) = start("command-side", &[], &env, port)?;
         let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))?
             .connect()
             .await?;
+        let channel = crate::processes::as_admin(channel, &issuer)?;
         let lags = lag(
             channel,
             pool,
@@ -247,7 +244,7 @@ async fn seed(
 /// Sends `rate` ApplyReservation commands per second for `length`; for each, the time from
 /// its reply (the append acknowledged) until the read models' checkpoint covers its position.
 async fn lag(
-    channel: Channel,
+    channel: access::client::AuthorizedChannel,
     pool: deadpool_postgres::Pool,
     rate: u64,
     length: Duration,

@@ -35,15 +35,12 @@ pub fn run(options: Options, runs: usize) -> anyhow::Result<()> {
     runtime.block_on(fill(database, options.rows))?;
 
     let port = free_port()?;
-    let (_query_side, _) = start(
-        "query-side",
-        &[],
-        &[
-            ("QUERY_LISTEN", format!("127.0.0.1:{port}")),
-            ("PGDATABASE", database.to_string()),
-        ],
-        port,
-    )?;
+    let issuer = runtime.block_on(crate::processes::issuer())?;
+    let token = crate::processes::admin_token(&issuer)?;
+    let mut env = crate::processes::auth_env(&issuer);
+    env.push(("QUERY_LISTEN", format!("127.0.0.1:{port}")));
+    env.push(("PGDATABASE", database.to_string()));
+    let (_query_side, _) = start("query-side", &[], &env, port)?;
     let base = format!("http://127.0.0.1:{port}");
     let script = tempfile::NamedTempFile::new()?;
     std::fs::write(
@@ -78,7 +75,8 @@ pub fn run(options: Options, runs: usize) -> anyhow::Result<()> {
         let mut results = Vec::new();
         for _ in 0..runs {
             let mut wrk = Command::new("wrk");
-            wrk.args(["-t2", &format!("-c{}", options.connections)])
+            wrk.args(["-H", &format!("Authorization: Bearer {token}")])
+                .args(["-t2", &format!("-c{}", options.connections)])
                 .args([format!("-d{}s", options.seconds), "--latency".into()]);
             if let Some(script) = script {
                 wrk.arg("-s").arg(script);

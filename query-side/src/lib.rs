@@ -174,6 +174,13 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// A certificate chain and its key (PEM files): the query side then serves HTTPS only.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
 /// Serves until `shutdown`, then turns not-ready, keeps serving for `drain_delay` while load
 /// balancers notice, and finishes the requests in flight before returning.
 pub async fn serve(
@@ -181,15 +188,32 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     drain_delay: Duration,
+    tls: Option<TlsFiles>,
 ) -> std::io::Result<()> {
     let stopping = state.stopping.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            stopping.store(true, Ordering::SeqCst);
-            tracing::info!(?drain_delay, "not ready; draining");
-            tokio::time::sleep(drain_delay).await;
-        })
+    let drained = async move {
+        shutdown.await;
+        stopping.store(true, Ordering::SeqCst);
+        tracing::info!(?drain_delay, "not ready; draining");
+        tokio::time::sleep(drain_delay).await;
+    };
+    let Some(tls) = tls else {
+        return axum::serve(listener, router(state))
+            .with_graceful_shutdown(drained)
+            .await;
+    };
+    lifecycle::install_crypto_provider();
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key).await?;
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        drained.await;
+        // In-flight requests finish; nothing new is accepted.
+        stopper.graceful_shutdown(None);
+    });
+    axum_server::from_tcp_rustls(listener.into_std()?, config)?
+        .handle(handle)
+        .serve(router(state).into_make_service())
         .await
 }
 

@@ -5,7 +5,7 @@
 //! balancer: how long `/readyz` fails before the server stops accepting); the tokens it
 //! accepts: `AUTH_ISSUER` (required), `AUTH_DISCOVERY_URL`, `AUTH_AUDIENCE`,
 //! `AUTH_ROLES_CLAIM`, `TLS_CA_FILE`; and `AUTH_PAGE_CLIENT_ID` (cleaning-park-page), the public
-//! client the page signs in with.
+//! client the page signs in with; `TLS_CERT_FILE` and `TLS_KEY_FILE` (PEM) to serve HTTPS.
 
 use std::time::Duration;
 
@@ -38,7 +38,26 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(listen = %listener.local_addr()?, "query side serving");
-    query_side::serve(listener, state, lifecycle::shutdown_signal(), drain_delay).await?;
+    // `TLS_CERT_FILE` and `TLS_KEY_FILE`: serve HTTPS with this certificate chain and key.
+    let tls = match (
+        std::env::var("TLS_CERT_FILE"),
+        std::env::var("TLS_KEY_FILE"),
+    ) {
+        (Ok(cert), Ok(key)) => Some(query_side::TlsFiles {
+            cert: cert.into(),
+            key: key.into(),
+        }),
+        (Err(_), Err(_)) => None,
+        _ => anyhow::bail!("TLS_CERT_FILE and TLS_KEY_FILE go together"),
+    };
+    query_side::serve(
+        listener,
+        state,
+        lifecycle::shutdown_signal(),
+        drain_delay,
+        tls,
+    )
+    .await?;
     tracing::info!("query side stopped");
     Ok(())
 }
