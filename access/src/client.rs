@@ -53,6 +53,25 @@ pub fn grpc_endpoint(
         .map_err(|e| format!("TLS for {url}: {e}"))
 }
 
+/// A JSON document from the issuer (discovery, keys); any failure means tokens cannot be
+/// checked or had for now, and says which document (never the URL's query).
+pub(crate) async fn fetch_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+    what: &str,
+) -> Result<T, AuthError> {
+    let unavailable =
+        |e: reqwest::Error| AuthError::Unavailable(format!("{what}: {}", e.without_url()));
+    http.get(url)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(unavailable)?
+        .json()
+        .await
+        .map_err(unavailable)
+}
+
 /// A token is renewed once less than this is left of it.
 const RENEW_BEFORE: Duration = Duration::from_secs(30);
 
@@ -119,17 +138,12 @@ impl ServiceToken {
         let endpoint = match &state.endpoint {
             Some(endpoint) => endpoint.clone(),
             None => {
-                let discovery: Discovery = self
-                    .inner
-                    .http
-                    .get(&self.inner.settings.discovery_url)
-                    .send()
-                    .await
-                    .and_then(|r| r.error_for_status())
-                    .map_err(|e| unavailable("OIDC discovery", e))?
-                    .json()
-                    .await
-                    .map_err(|e| unavailable("OIDC discovery", e))?;
+                let discovery: Discovery = fetch_json(
+                    &self.inner.http,
+                    &self.inner.settings.discovery_url,
+                    "OIDC discovery",
+                )
+                .await?;
                 state.endpoint = Some(discovery.token_endpoint.clone());
                 discovery.token_endpoint
             }

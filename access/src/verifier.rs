@@ -16,6 +16,7 @@ use jsonwebtoken::jwk::{JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+use crate::client::fetch_json;
 use crate::{AuthSettings, Principal, Role};
 
 /// Longer tokens are refused before any parsing.
@@ -247,37 +248,16 @@ impl Verifier {
     /// Discovery, then the key set it names.
     async fn fetch(&self) -> Result<KeySet, AuthError> {
         let settings = &self.inner.settings;
-        let unavailable = |what: &str, e: reqwest::Error| {
-            AuthError::Unavailable(format!("{what}: {}", without_url(e)))
-        };
-        let discovery: Discovery = self
-            .inner
-            .http
-            .get(&settings.discovery_url)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| unavailable("OIDC discovery", e))?
-            .json()
-            .await
-            .map_err(|e| unavailable("OIDC discovery", e))?;
+        let http = &self.inner.http;
+        let discovery: Discovery =
+            fetch_json(http, &settings.discovery_url, "OIDC discovery").await?;
         if discovery.issuer.trim_end_matches('/') != settings.issuer.trim_end_matches('/') {
             return Err(AuthError::Unavailable(format!(
                 "the discovery document names the issuer {:?}, not AUTH_ISSUER {:?}",
                 discovery.issuer, settings.issuer
             )));
         }
-        let set: JwkSet = self
-            .inner
-            .http
-            .get(&discovery.jwks_uri)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| unavailable("the issuer's key set", e))?
-            .json()
-            .await
-            .map_err(|e| unavailable("the issuer's key set", e))?;
+        let set: JwkSet = fetch_json(http, &discovery.jwks_uri, "the issuer's key set").await?;
         let mut keys = KeySet {
             fetched: Some(Instant::now()),
             ..KeySet::default()
@@ -393,9 +373,4 @@ fn principal(claims: &serde_json::Value, roles_claim: &str) -> Result<Principal,
         }
     }
     Ok(Principal::new(subject, roles))
-}
-
-/// reqwest's errors name the URL; the issuer's URLs are not secret, but keep logs short.
-fn without_url(e: reqwest::Error) -> String {
-    e.without_url().to_string()
 }
