@@ -3,6 +3,8 @@
 //! their own (someone else's is 404 or an empty list, as if it did not exist), a missing or
 //! bad token is 401 with the RFC 6750 challenge, and what orchestrators poll stays open.
 
+mod common;
+
 use std::time::Duration;
 
 use access::rules::rule;
@@ -11,7 +13,6 @@ use command_side::proto::message_service_client::MessageServiceClient;
 use command_side::proto::paymethod_service_client::PaymethodServiceClient;
 use command_side::proto::reservation_service_client::ReservationServiceClient;
 use command_side::proto::*;
-use projector::{BatchSettings, Projector};
 use serde_json::Value;
 
 struct Setup {
@@ -24,25 +25,7 @@ struct Setup {
 
 async fn start() -> Setup {
     let running = testkit::Running::start().await;
-    let pool = testkit::fresh_database().await;
-    let projector = Projector {
-        client: running.event_store_client(),
-        pool: pool.clone(),
-        keys: running.keys.clone(),
-        batches: BatchSettings::default(),
-        on_poison: Default::default(),
-    };
-    tokio::spawn(async move { projector.run(std::future::pending()).await });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http = format!("http://{}", listener.local_addr().unwrap());
-    let verifier = access::Verifier::new(running.issuer.auth_settings()).unwrap();
-    let app = query_side::router(query_side::AppState::new(
-        pool,
-        Duration::from_secs(5),
-        verifier,
-        "cleaning-park-page",
-    ));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let http = common::read_side(&running, Duration::from_secs(5)).await;
 
     // Ada's reservation, payment method and a message, applied by Ada herself.
     let ada = uuid::Uuid::new_v4().to_string();

@@ -1,14 +1,14 @@
 //! Every endpoint over HTTP, against a PostgreSQL filled by the real projector from the real
 //! event store, written by the real command side (run under `pg_virtualenv`).
 
+mod common;
+
 use std::time::Duration;
 
 use command_side::proto::reservation_service_client::ReservationServiceClient;
 use command_side::proto::*;
-use projector::{BatchSettings, Projector};
 use query_side::{DashboardEntry, Page};
 use serde_json::Value;
-use tokio::sync::oneshot;
 
 struct System {
     http: String,
@@ -16,39 +16,12 @@ struct System {
     admin: String,
     reservations: ReservationServiceClient<access::client::AuthorizedChannel>,
     _running: testkit::Running,
-    _stop_projector: oneshot::Sender<()>,
 }
 
 /// Event store, command side, projector and query side, each on its own loopback port.
 async fn start(max_wait: Duration) -> System {
     let running = testkit::Running::start().await;
-    let pool = testkit::fresh_database().await;
-    let projector = Projector {
-        client: running.event_store_client(),
-        pool: pool.clone(),
-        keys: running.keys.clone(),
-        batches: BatchSettings::default(),
-        on_poison: Default::default(),
-    };
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        projector
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http = format!("http://{}", listener.local_addr().unwrap());
-    let verifier = access::Verifier::new(running.issuer.auth_settings()).unwrap();
-    let app = query_side::router(query_side::AppState::new(
-        pool,
-        max_wait,
-        verifier,
-        "cleaning-park-page",
-    ));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let http = common::read_side(&running, max_wait).await;
     let admin = running
         .issuer
         .token("admin-1", &[access::Role::Admin], Duration::from_secs(3600))
@@ -58,7 +31,6 @@ async fn start(max_wait: Duration) -> System {
         admin,
         reservations: ReservationServiceClient::new(running.commands.clone()),
         _running: running,
-        _stop_projector: stop,
     }
 }
 

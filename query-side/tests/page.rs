@@ -4,11 +4,12 @@
 //! issuer (authorization code with PKCE; the development issuer takes `login_hint` for the
 //! role picker's answer) and then shows what the signed-in customer may see, and nothing else.
 
+mod common;
+
 use std::time::Duration;
 
 use command_side::proto::reservation_service_client::ReservationServiceClient;
 use command_side::proto::CancelReservationRequest;
-use projector::{BatchSettings, Projector};
 
 fn chromium() -> String {
     std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
@@ -70,25 +71,7 @@ async fn screenshot(url: &str, path: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_sees_reservations_and_their_state() {
     let running = testkit::Running::start().await;
-    let pool = testkit::fresh_database().await;
-    let projector = Projector {
-        client: running.event_store_client(),
-        pool: pool.clone(),
-        keys: running.keys.clone(),
-        batches: BatchSettings::default(),
-        on_poison: Default::default(),
-    };
-    tokio::spawn(async move { projector.run(std::future::pending()).await });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http = format!("http://{}", listener.local_addr().unwrap());
-    let verifier = access::Verifier::new(running.issuer.auth_settings()).unwrap();
-    let app = query_side::router(query_side::AppState::new(
-        pool,
-        Duration::from_secs(5),
-        verifier,
-        dev_issuer::PAGE_CLIENT_ID,
-    ));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let http = common::read_side(&running, Duration::from_secs(5)).await;
 
     let customer = uuid::Uuid::new_v4().to_string();
     let mut reservations =
