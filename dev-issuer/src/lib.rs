@@ -74,6 +74,15 @@ impl Issuer {
         Ok(Issuer::with(url.into(), audience, key, secret))
     }
 
+    /// An issuer that keeps nothing, served on a free loopback port until the runtime ends:
+    /// what tests and benchmarks run their services against.
+    pub async fn on_loopback(audience: &str) -> std::io::Result<Issuer> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let issuer = Issuer::ephemeral(format!("http://{}", listener.local_addr()?), audience);
+        tokio::spawn(serve(listener, issuer.clone(), std::future::pending()));
+        Ok(issuer)
+    }
+
     /// An issuer that keeps nothing (tests).
     pub fn ephemeral(url: impl Into<String>, audience: &str) -> Issuer {
         Issuer::with(

@@ -30,19 +30,9 @@ pub struct Running {
 
 /// A development issuer on a loopback port, serving until the test's runtime ends.
 pub async fn issuer() -> Issuer {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    Issuer::on_loopback(access::DEFAULT_AUDIENCE)
         .await
-        .expect("bind");
-    let issuer = Issuer::ephemeral(
-        format!("http://{}", listener.local_addr().expect("addr")),
-        "cleaning-park",
-    );
-    tokio::spawn(dev_issuer::serve(
-        listener,
-        issuer.clone(),
-        std::future::pending(),
-    ));
-    issuer
+        .expect("bind")
 }
 
 /// Command-side settings trusting `issuer`, with its service client as the own identity.
