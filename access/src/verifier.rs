@@ -173,9 +173,11 @@ impl Verifier {
             )));
         }
         let header = raw_header(token)?;
-        let algorithm = ALGORITHMS
-            .into_iter()
-            .find(|a| format!("{a:?}") == header.alg)
+        let algorithm = header
+            .alg
+            .parse::<Algorithm>()
+            .ok()
+            .filter(|a| ALGORITHMS.contains(a))
             .ok_or_else(|| {
                 invalid(format!(
                     "the algorithm {:?} is not accepted (asymmetric signatures only)",
