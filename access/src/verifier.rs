@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -38,6 +38,13 @@ pub const ALGORITHMS: [Algorithm; 9] = [
 /// issuer withdrew stops being accepted.
 pub const KEYS_MAX_AGE: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_REFETCH_INTERVAL: Duration = Duration::from_secs(5);
+/// A token whose signature verified is taken at its word again for at most this long (and
+/// never past its `exp`): clients send the same token call after call, and the signature check
+/// is most of what a call's authentication costs. Short, so that a key the issuer withdraws
+/// stops being honoured soon.
+pub const VERIFIED_FOR_AT_MOST: Duration = Duration::from_secs(60);
+/// Verified tokens remembered at most; past that, the expired ones go, then all.
+pub const VERIFIED_MAX: usize = 10_000;
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a call is not let through.
@@ -87,6 +94,8 @@ struct Inner {
     last_attempt: tokio::sync::Mutex<Option<Instant>>,
     refetch_interval: Duration,
     fetches: AtomicU64,
+    /// Tokens that verified, with their principal and until when they may be reused.
+    verified: Mutex<HashMap<Box<str>, (Principal, Instant)>>,
 }
 
 #[derive(Default)]
@@ -136,12 +145,18 @@ impl Verifier {
                 last_attempt: tokio::sync::Mutex::new(None),
                 refetch_interval: interval,
                 fetches: AtomicU64::new(0),
+                verified: Mutex::default(),
             }),
         })
     }
 
     pub fn settings(&self) -> &AuthSettings {
         &self.inner.settings
+    }
+
+    /// How many verified tokens are remembered (for tests of the cache).
+    pub fn remembered_tokens(&self) -> usize {
+        self.inner.verified.lock().map_or(0, |v| v.len())
     }
 
     /// How often the key set was fetched so far (for tests of the refetch bound).
@@ -151,6 +166,10 @@ impl Verifier {
 
     /// The principal of an `authorization` header value (`Bearer <token>`).
     pub async fn verify_header(&self, header: Option<&str>) -> Result<Principal, AuthError> {
+        if cfg!(feature = "no-auth-baseline") {
+            // The benchmarks' baseline: the same call, without the check.
+            return Ok(Principal::new("baseline-admin", [Role::Admin]));
+        }
         let Some(value) = header else {
             return Err(AuthError::Missing);
         };
@@ -171,6 +190,9 @@ impl Verifier {
             return Err(invalid(format!(
                 "the token is longer than {MAX_TOKEN_BYTES} bytes"
             )));
+        }
+        if let Some(principal) = self.remembered(token) {
+            return Ok(principal);
         }
         let header = raw_header(token)?;
         let algorithm = header
@@ -197,7 +219,41 @@ impl Verifier {
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         let data = jsonwebtoken::decode::<serde_json::Value>(token, &key.key, &validation)
             .map_err(|e| invalid(explain(e.kind())))?;
-        principal(&data.claims, &settings.roles_claim)
+        let principal = principal(&data.claims, &settings.roles_claim)?;
+        self.remember(
+            token,
+            &principal,
+            data.claims.get("exp").and_then(|e| e.as_u64()),
+        );
+        Ok(principal)
+    }
+
+    fn remembered(&self, token: &str) -> Option<Principal> {
+        let verified = self.inner.verified.lock().ok()?;
+        let (principal, until) = verified.get(token)?;
+        (Instant::now() < *until).then(|| principal.clone())
+    }
+
+    fn remember(&self, token: &str, principal: &Principal, exp: Option<u64>) {
+        let left = Duration::from_secs(
+            exp.unwrap_or(0)
+                .saturating_sub(jsonwebtoken::get_current_timestamp()),
+        );
+        if left.is_zero() {
+            return;
+        }
+        let Ok(mut verified) = self.inner.verified.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if verified.len() >= VERIFIED_MAX {
+            verified.retain(|_, (_, until)| *until > now);
+            if verified.len() >= VERIFIED_MAX {
+                verified.clear();
+            }
+        }
+        let until = now + left.min(VERIFIED_FOR_AT_MOST);
+        verified.insert(token.into(), (principal.clone(), until));
     }
 
     fn current(&self) -> Arc<KeySet> {

@@ -61,6 +61,10 @@ async fn a_valid_token_gives_its_subject_and_roles() {
         .unwrap();
     assert_eq!(principal.subject, "cleaner-7");
     assert_eq!(principal.roles, vec![Role::Cleaner]);
+    // Verified once, then remembered: the same token again gives the same principal.
+    assert_eq!(verifier.remembered_tokens(), 1);
+    assert_eq!(verifier.verify(&token).await.unwrap(), principal);
+    assert_eq!(verifier.remembered_tokens(), 1);
     // Keycloak puts realm roles under realm_access; roles this system does not know are ignored.
     let keycloak = issuer
         .sign_claims(&with(
@@ -149,6 +153,9 @@ async fn every_kind_of_bad_token_is_refused_with_its_reason() {
     let forged = format!("{body}.{}", B64.encode([7u8; 64]));
     let why = invalid(verifier.verify(&forged).await);
     assert_eq!(why, "the token's signature does not verify");
+
+    // Only tokens that verified are remembered.
+    assert_eq!(verifier.remembered_tokens(), 0);
 
     for garbage in ["", "abc", "a.b.c", "a.b.c.d", "....."] {
         invalid(verifier.verify(garbage).await);

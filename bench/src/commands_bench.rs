@@ -112,7 +112,7 @@ pub struct SealingOptions {
 }
 
 /// One run on a fresh event store: commands/s, p50 and p99 in ms.
-async fn measure(
+pub(crate) async fn measure(
     command_side: &Path,
     concurrency: usize,
     seconds: u64,

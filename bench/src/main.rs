@@ -17,9 +17,14 @@
 //! `target/release/bench queries` loads the release `query-side` with wrk over a million
 //! dashboard rows (under `pg_virtualenv -o fsync=on`).
 //!
+//! `target/release/bench auth` compares `ApplyReservation` and `GET /dashboard/{id}` with
+//! every token checked against the services built with `--features no-auth-baseline` (into
+//! `target/no-auth`), to show what checking tokens costs.
+//!
 //! `target/release/bench projector` seeds a million events, rebuilds the read models from them
 //! (events/s into PostgreSQL), then measures the live lag under a steady command load.
 
+mod auth_bench;
 mod commands_bench;
 mod event_store_bench;
 mod processes;
@@ -51,6 +56,9 @@ enum Target {
     Queries(queries_bench::Options),
     /// The projector: rebuild throughput over a million events, live lag under load.
     Projector(projector_bench::Options),
+    /// ApplyReservation and GET /dashboard/{id} with tokens checked and without (needs the
+    /// baseline build, wrk and PostgreSQL).
+    Auth(auth_bench::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,5 +69,6 @@ fn main() -> anyhow::Result<()> {
         Target::Sealing(options) => commands_bench::run_sealing(options, args.runs),
         Target::Queries(options) => queries_bench::run(options, args.runs),
         Target::Projector(options) => projector_bench::run(options, args.runs),
+        Target::Auth(options) => auth_bench::run(options, args.runs),
     }
 }

@@ -42,17 +42,7 @@ pub fn run(options: Options, runs: usize) -> anyhow::Result<()> {
     env.push(("PGDATABASE", database.to_string()));
     let (_query_side, _) = start("query-side", &[], &env, port)?;
     let base = format!("http://127.0.0.1:{port}");
-    let script = tempfile::NamedTempFile::new()?;
-    std::fs::write(
-        script.path(),
-        format!(
-            "math.randomseed(os.time())\n\
-             request = function()\n\
-               return wrk.format(nil, string.format(\"/dashboard/{ID_PATTERN}%012x\", math.random(1, {rows})))\n\
-             end\n",
-            rows = options.rows
-        ),
-    )?;
+    let script = random_rows_script(options.rows)?;
     // The cursor of a page nine tenths of the way down (newest first).
     let deep = (options.rows / 10).max(1);
     let cursor = base64_url(&format!("p{deep}"));
@@ -74,32 +64,64 @@ pub fn run(options: Options, runs: usize) -> anyhow::Result<()> {
     ] {
         let mut results = Vec::new();
         for _ in 0..runs {
-            let mut wrk = Command::new("wrk");
-            wrk.args(["-H", &format!("Authorization: Bearer {token}")])
-                .args(["-t2", &format!("-c{}", options.connections)])
-                .args([format!("-d{}s", options.seconds), "--latency".into()]);
-            if let Some(script) = script {
-                wrk.arg("-s").arg(script);
-            }
-            let output = wrk.arg(&url).output()?;
-            let text = String::from_utf8_lossy(&output.stdout);
-            anyhow::ensure!(
-                !text.contains("Non-2xx"),
-                "{label}: some answers were not 2xx:\n{text}"
-            );
-            results.push((
-                field(&text, "Requests/sec:")?,
-                latency_ms(&text, "50%")?,
-                latency_ms(&text, "99%")?,
-            ));
+            results.push(wrk(
+                &url,
+                script,
+                &token,
+                options.connections,
+                options.seconds,
+            )?);
         }
         report(label, "requests/s", &results);
     }
     Ok(())
 }
 
+/// A wrk script asking for random rows of the generated dashboard.
+pub(crate) fn random_rows_script(rows: i64) -> anyhow::Result<tempfile::NamedTempFile> {
+    let script = tempfile::NamedTempFile::new()?;
+    std::fs::write(
+        script.path(),
+        format!(
+            "math.randomseed(os.time())\n\
+             request = function()\n\
+               return wrk.format(nil, string.format(\"/dashboard/{ID_PATTERN}%012x\", math.random(1, {rows})))\n\
+             end\n"
+        ),
+    )?;
+    Ok(script)
+}
+
+/// One wrk run with `token`: requests/s, p50 and p99 in ms. Every answer must be 2xx.
+pub(crate) fn wrk(
+    url: &str,
+    script: Option<&std::path::Path>,
+    token: &str,
+    connections: u32,
+    seconds: u64,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let mut wrk = Command::new("wrk");
+    wrk.args(["-H", &format!("Authorization: Bearer {token}")])
+        .args(["-t2", &format!("-c{connections}")])
+        .args([format!("-d{seconds}s"), "--latency".into()]);
+    if let Some(script) = script {
+        wrk.arg("-s").arg(script);
+    }
+    let output = wrk.arg(url).output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(
+        !text.contains("Non-2xx"),
+        "{url}: some answers were not 2xx:\n{text}"
+    );
+    Ok((
+        field(&text, "Requests/sec:")?,
+        latency_ms(&text, "50%")?,
+        latency_ms(&text, "99%")?,
+    ))
+}
+
 /// A fresh database with the read-model schema and `rows` dashboard rows, made in SQL.
-async fn fill(database: &str, rows: i64) -> anyhow::Result<()> {
+pub(crate) async fn fill(database: &str, rows: i64) -> anyhow::Result<()> {
     let admin = read_models::config_from_env()?;
     let (client, connection) = admin.connect(tokio_postgres::NoTls).await?;
     tokio::spawn(connection);

@@ -24,6 +24,9 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("cannot reach the key store")?;
     let keys = Arc::new(keys);
+    if cfg!(feature = "no-auth-baseline") {
+        tracing::warn!("built with no-auth-baseline: tokens are NOT checked; benchmarks only");
+    }
     if cfg!(feature = "unsealed-baseline") {
         tracing::warn!(
             "built with unsealed-baseline: personal data is NOT sealed; benchmarks only"

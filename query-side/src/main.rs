@@ -27,6 +27,9 @@ async fn main() -> anyhow::Result<()> {
     let max_wait = millis("READ_YOUR_WRITES_WAIT_MS", 2_000)?;
     let drain_delay = millis("SHUTDOWN_DRAIN_DELAY_MS", 0)?;
     let pool = read_models::pool(read_models::config_from_env()?, 16)?;
+    if cfg!(feature = "no-auth-baseline") {
+        tracing::warn!("built with no-auth-baseline: tokens are NOT checked; benchmarks only");
+    }
     let auth = access::AuthSettings::from_env()?;
     let page_client = std::env::var("AUTH_PAGE_CLIENT_ID")
         .ok()

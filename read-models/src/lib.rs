@@ -4,6 +4,8 @@
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
+mod tls;
+
 mod embedded {
     refinery::embed_migrations!("migrations");
 }
@@ -21,8 +23,8 @@ pub enum DbError {
 }
 
 /// `DATABASE_URL` (or the file `DATABASE_URL_FILE` names) when set, else the standard
-/// `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD` and `PGDATABASE` variables (what `pg_virtualenv`
-/// and most tools set).
+/// `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE` and `PGSSLMODE` variables (what
+/// `pg_virtualenv` and most tools set).
 pub fn config_from_env() -> Result<tokio_postgres::Config, DbError> {
     if let Some(url) =
         lifecycle::secret_from_env("DATABASE_URL", "DATABASE_URL_FILE").map_err(DbError::Config)?
@@ -45,18 +47,44 @@ pub fn config_from_env() -> Result<tokio_postgres::Config, DbError> {
         config.password(password);
     }
     config.dbname(var("PGDATABASE").as_deref().unwrap_or("postgres"));
+    match var("PGSSLMODE").as_deref() {
+        None | Some("prefer") => {}
+        Some("disable") => {
+            config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+        }
+        Some("require") | Some("verify-ca") | Some("verify-full") => {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+        }
+        Some(other) => {
+            return Err(DbError::Config(format!(
+                "PGSSLMODE: {other:?} is not disable, prefer, require, verify-ca or verify-full"
+            )))
+        }
+    }
     config.application_name("cleaning-park-projector");
     Ok(config)
 }
 
+/// A pool on `config`; TLS (verified) when its `sslmode` is `require`, trusting the system's
+/// roots and `TLS_CA_FILE`.
 pub fn pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, DbError> {
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let ca_file = std::env::var_os("TLS_CA_FILE").filter(|v| !v.is_empty());
+    pool_with_ca(config, size, ca_file.as_deref().map(std::path::Path::new))
+}
+
+/// [`pool`], trusting `ca_file` beside the system's roots.
+pub fn pool_with_ca(
+    config: tokio_postgres::Config,
+    size: usize,
+    ca_file: Option<&std::path::Path>,
+) -> Result<Pool, DbError> {
+    let settings = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match tls::connector(&config, ca_file)? {
+        Some(tls) => Manager::from_config(config, tls, settings),
+        None => Manager::from_config(config, NoTls, settings),
+    };
     Pool::builder(manager)
         .max_size(size)
         .build()
