@@ -95,6 +95,7 @@ pub fn without_credentials(url: &str) -> String {
 /// Serves what orchestrators and Prometheus poll on `listen`, in the background: `/metrics`,
 /// `/healthz` (the process answers) and `/readyz` (it is up; a standby replica waiting for
 /// its turn is ready too, so that rollouts go on). Open to anyone: nothing personal is there.
+/// With `TLS_CERT_FILE` and `TLS_KEY_FILE` set (PEM), it serves HTTPS only.
 pub async fn serve_operations(listen: &str) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -107,6 +108,28 @@ pub async fn serve_operations(listen: &str) -> std::io::Result<()> {
         )
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .route("/readyz", axum::routing::get(|| async { "ready" }));
-    tokio::spawn(async move { axum::serve(listener, operations).await });
+    let tls = match (
+        std::env::var("TLS_CERT_FILE"),
+        std::env::var("TLS_KEY_FILE"),
+    ) {
+        (Ok(cert), Ok(key)) => Some((cert, key)),
+        (Err(_), Err(_)) => None,
+        _ => {
+            return Err(std::io::Error::other(
+                "TLS_CERT_FILE and TLS_KEY_FILE go together",
+            ))
+        }
+    };
+    match tls {
+        None => {
+            tokio::spawn(async move { axum::serve(listener, operations).await });
+        }
+        Some((cert, key)) => {
+            install_crypto_provider();
+            let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key).await?;
+            let server = axum_server::from_tcp_rustls(listener.into_std()?, config)?;
+            tokio::spawn(async move { server.serve(operations.into_make_service()).await });
+        }
+    }
     Ok(())
 }
