@@ -175,3 +175,78 @@ async fn a_failing_provider_is_unavailable_not_a_decline() {
     let mut all = client.read_all(&Default::default()).await.unwrap();
     assert!(all.next().await.unwrap().is_none(), "nothing recorded");
 }
+
+/// A client retrying `ApplyReservation` long after its first try: if the payment of that try
+/// was refunded as an orphan (its reservation never recorded), the retry is refused with the
+/// reason instead of recording a reservation on refunded money; a retry of a request whose
+/// reservation was recorded (and cancelled and refunded since) still gets its original answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refunded_payment_is_never_reused_by_a_retry() {
+    let mut s = System::start().await;
+    let first_try = apply_request(&new_id(), 3_000);
+    let request_id = uuid::Uuid::parse_str(&first_try.request_id).unwrap();
+    let derived = |what: &str| uuid::Uuid::new_v5(&request_id, what.as_bytes()).to_string();
+    // The first try paid, then the command side stopped before recording; the orphan policy
+    // refunded the payment.
+    s.payments
+        .pay(PayRequest {
+            request_id: derived("pay"),
+            payment_id: derived("payment"),
+            reservation_id: derived("reservation"),
+            amount_cents: 3_000,
+            paymethod_kind: "credit_card".into(),
+        })
+        .await
+        .unwrap();
+    s.payments
+        .cancel_payment(CancelPaymentRequest {
+            request_id: new_id(),
+            payment_id: derived("payment"),
+        })
+        .await
+        .unwrap();
+    let err = s
+        .reservations
+        .apply_reservation(first_try)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("refunded"), "{}", err.message());
+    assert!(s
+        .stream(&format!("reservation-{}", derived("reservation")))
+        .await
+        .is_empty());
+
+    // Recorded, cancelled and refunded: a late retry answers as the first time.
+    let request = apply_request(&new_id(), 3_000);
+    let recorded = s
+        .reservations
+        .apply_reservation(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    s.reservations
+        .cancel_reservation(CancelReservationRequest {
+            request_id: new_id(),
+            reservation_id: recorded.id.clone(),
+            reason: "moved".into(),
+        })
+        .await
+        .unwrap();
+    let events = s.stream(&format!("reservation-{}", recorded.id)).await;
+    let payment_id = events[0].1["payment_id"].as_str().unwrap().to_string();
+    s.payments
+        .cancel_payment(CancelPaymentRequest {
+            request_id: new_id(),
+            payment_id,
+        })
+        .await
+        .unwrap();
+    let again = s
+        .reservations
+        .apply_reservation(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((again.id, again.revision), (recorded.id, recorded.revision));
+}

@@ -196,6 +196,7 @@ fn pay_reply(
             PaymentStatus::Approved | PaymentStatus::Cancelled
         ),
         decline_reason: state.decline_reason.clone().unwrap_or_default(),
+        refunded: state.status == PaymentStatus::Cancelled,
     });
     with_correlation(&mut response, context);
     response

@@ -139,6 +139,21 @@ impl<K: KeyStore> ReservationService for Reservations<K> {
             ))
             .into());
         }
+        if paid.refunded {
+            // Either this very request was recorded and its reservation cancelled since (a
+            // retry: the original answer), or its reservation was never recorded and the
+            // payment was refunded as an orphan: it must not be reused.
+            let loaded = self.executor.load(&target, &context, refusal).await?;
+            if let Some(earlier) = loaded.earlier_result(context.request_id, &target.stream) {
+                return Ok(reply(reservation_id, earlier, &context));
+            }
+            return Err(CommandError::Refused(
+                "the payment of this request was refunded, as its reservation was not recorded \
+                 in time; apply again with a new request_id"
+                    .into(),
+            )
+            .into());
+        }
 
         let command = ReservationCommand::Request(RequestCleaning {
             reservation_id,
