@@ -51,7 +51,8 @@ pub const fn rule(action: Action) -> [Scope; 4] {
     match action {
         //                          customer cleaner admin service
         ApplyReservation => [Own, No, All, No],
-        CancelReservation => [Own, No, All, No],
+        // The orphan policy cancels a reservation recorded on a payment it had refunded.
+        CancelReservation => [Own, No, All, All],
         StartCleaning => [No, All, All, No],
         CompleteCleaning => [No, All, All, No],
         // The command side pays, the policies refund: services only.

@@ -254,12 +254,17 @@ async fn main() -> anyhow::Result<()> {
     };
     let notify = policies::NotifyCustomer {
         messages: command_side::proto::message_service_client::MessageServiceClient::new(
-            command_channel,
+            command_channel.clone(),
         ),
     };
+    let reservations_channel = command_channel;
     let orphans = policies::RefundOrphanedPayments {
         events: events.clone(),
         payments,
+        reservations:
+            command_side::proto::reservation_service_client::ReservationServiceClient::new(
+                reservations_channel,
+            ),
         pool: pool.clone(),
         orphan_after: std::time::Duration::from_secs(60),
     };

@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::Context;
 use command_side::proto::message_service_client::MessageServiceClient;
 use command_side::proto::payment_service_client::PaymentServiceClient;
+use command_side::proto::reservation_service_client::ReservationServiceClient;
 use policies::{follow, NotifyCustomer, RefundOnCancel, RefundOrphanedPayments};
 use tokio::sync::watch;
 
@@ -68,7 +69,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let orphans = RefundOrphanedPayments {
         events: events.clone(),
-        payments: PaymentServiceClient::new(channel),
+        payments: PaymentServiceClient::new(channel.clone()),
+        reservations: ReservationServiceClient::new(channel),
         pool: pool.clone(),
         orphan_after,
     };

@@ -4,13 +4,19 @@
 //! The policy notes every approval and strikes it off when its reservation is recorded; a sweep
 //! refunds what stays noted longer than `orphan_after`, after checking the event store that the
 //! reservation really does not exist.
+//!
+//! A reservation may still land after that check (a client retrying at that very moment): the
+//! sweep notes each refund before making it and checks again after, and a reservation recorded
+//! on a refunded payment is cancelled, by whichever of the two sees it first (with one request
+//! id, so once). The saga ends consistent either way: no reservation stands on refunded money.
 
 use std::future::Future;
 use std::time::Duration;
 
 use access::client::AuthorizedChannel;
 use command_side::proto::payment_service_client::PaymentServiceClient;
-use command_side::proto::CancelPaymentRequest;
+use command_side::proto::reservation_service_client::ReservationServiceClient;
+use command_side::proto::{CancelPaymentRequest, CancelReservationRequest};
 use deadpool_postgres::Pool;
 use domain::payment::PaymentEvent;
 use domain::reservation::ReservationEvent;
@@ -25,6 +31,8 @@ use crate::PolicyError;
 pub struct RefundOrphanedPayments {
     pub events: kurrentdb::Client,
     pub payments: PaymentServiceClient<AuthorizedChannel>,
+    /// To cancel a reservation recorded on a payment already refunded.
+    pub reservations: ReservationServiceClient<AuthorizedChannel>,
     pub pool: Pool,
     /// How long an approval may wait for its reservation: far longer than a command takes.
     pub orphan_after: Duration,
@@ -60,6 +68,23 @@ impl Policy for RefundOrphanedPayments {
                 )
                 .await
                 .map_err(database)?;
+                let refunded = tx
+                    .query_opt(
+                        "SELECT 1 FROM orphan_refunds WHERE payment_id = $1",
+                        &[&r.payment_id.uuid()],
+                    )
+                    .await
+                    .map_err(database)?
+                    .is_some();
+                if refunded {
+                    self.cancel_reservation(
+                        r.payment_id.uuid(),
+                        r.reservation_id.uuid(),
+                        t.correlation_id(),
+                        t.id,
+                    )
+                    .await;
+                }
             }
             _ => {}
         }
@@ -105,6 +130,15 @@ impl RefundOrphanedPayments {
                 // Recorded after all; the subscription will strike it off too.
             } else {
                 tracing::warn!(%payment_id, %reservation_id, "orphaned payment; refunding");
+                // Noted before it is made: a reservation landing from now on is cancelled.
+                client
+                    .execute(
+                        "INSERT INTO orphan_refunds (payment_id, reservation_id) VALUES ($1, $2)
+                         ON CONFLICT DO NOTHING",
+                        &[&payment_id, &reservation_id],
+                    )
+                    .await
+                    .map_err(database)?;
                 let cancel = CancelPaymentRequest {
                     request_id: Uuid::new_v5(&approved_event, b"orphan-refund").to_string(),
                     payment_id: payment_id.to_string(),
@@ -116,6 +150,16 @@ impl RefundOrphanedPayments {
                 })
                 .await;
                 metrics::counter!("policy_orphaned_payments_refunded_total").increment(1);
+                // One that landed between the check and the refund.
+                if self.reservation_exists(reservation_id).await? {
+                    self.cancel_reservation(
+                        payment_id,
+                        reservation_id,
+                        correlation,
+                        approved_event,
+                    )
+                    .await;
+                }
             }
             client
                 .execute(
@@ -126,6 +170,28 @@ impl RefundOrphanedPayments {
                 .map_err(database)?;
         }
         Ok(())
+    }
+
+    /// Cancels a reservation recorded on a refunded payment; the same request whoever asks.
+    async fn cancel_reservation(
+        &self,
+        payment_id: Uuid,
+        reservation_id: Uuid,
+        correlation: Uuid,
+        cause: Uuid,
+    ) {
+        tracing::warn!(%payment_id, %reservation_id, "reservation recorded on a refunded payment; cancelling it");
+        let cancel = CancelReservationRequest {
+            request_id: Uuid::new_v5(&payment_id, b"cancel-on-refunded-payment").to_string(),
+            reservation_id: reservation_id.to_string(),
+            reason: "its payment was refunded before the reservation was recorded".into(),
+        };
+        until_answered("cancel a reservation on a refunded payment", || {
+            let request = request(cancel.clone(), correlation, cause);
+            let mut reservations = self.reservations.clone();
+            async move { reservations.cancel_reservation(request).await }
+        })
+        .await;
     }
 
     async fn reservation_exists(&self, reservation_id: Uuid) -> Result<bool, PolicyError> {

@@ -1,6 +1,6 @@
 //! The notification policy tells the customer every step once, with the request's correlation
 //! id; the orphaned-payment policy refunds an approved payment that never got its reservation,
-//! and only that one.
+//! and only that one, and cancels a reservation that lands on a payment it had refunded.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -255,6 +255,7 @@ async fn an_orphaned_payment_is_refunded_and_nothing_else() {
     let orphans = RefundOrphanedPayments {
         events: running.event_store_client(),
         payments: PaymentServiceClient::new(running.commands.clone()),
+        reservations: ReservationServiceClient::new(running.commands.clone()),
         pool: pool.clone(),
         orphan_after: Duration::from_millis(500),
     };
@@ -333,4 +334,115 @@ async fn an_orphaned_payment_is_refunded_and_nothing_else() {
         .unwrap()
         .get(0);
     assert_eq!(left, 0);
+}
+
+/// The race the orphan policy must win: a client's retry records its reservation just after the
+/// sweep decided the payment was an orphan and refunded it. The reservation is cancelled, so
+/// that none stands on refunded money.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_recorded_on_a_refunded_payment_is_cancelled() {
+    use domain::reservation::{CleaningRequested, ReservationEvent};
+    use domain::{CustomerId, Money, PaymentId, Personal, ReservationId};
+
+    let running = testkit::Running::start().await;
+    let pool = testkit::fresh_database().await;
+    let orphans = RefundOrphanedPayments {
+        events: running.event_store_client(),
+        payments: PaymentServiceClient::new(running.commands.clone()),
+        reservations: ReservationServiceClient::new(running.commands.clone()),
+        pool: pool.clone(),
+        orphan_after: Duration::from_millis(300),
+    };
+    let (payment, reservation) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    PaymentServiceClient::new(running.commands.clone())
+        .pay(PayRequest {
+            request_id: String::new(),
+            payment_id: payment.to_string(),
+            reservation_id: reservation.to_string(),
+            amount_cents: 4_200,
+            paymethod_kind: "credit_card".into(),
+        })
+        .await
+        .unwrap();
+    let task = tokio::spawn(async move { orphans.run(std::future::pending()).await });
+    for _ in 0..250 {
+        if payment_event_types(&running, &payment.to_string())
+            .await
+            .len()
+            == 2
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        payment_event_types(&running, &payment.to_string()).await,
+        ["PaymentApproved", "PaymentCancelled"]
+    );
+
+    // The late reservation, appended as the command side would have.
+    let store =
+        command_side::store::EventStore::new(running.event_store_client(), running.keys.clone());
+    let requested = CleaningRequested {
+        reservation_id: ReservationId::from(reservation),
+        customer_id: CustomerId::from(uuid::Uuid::new_v4()),
+        customer_name: Personal::text("Ada Lovelace", 100).unwrap(),
+        place: Personal::text("12 Analytical Row", 100).unwrap(),
+        request_date: chrono::Utc::now().date_naive() + chrono::Days::new(3),
+        price: Money::from_cents(4_200).unwrap(),
+        payment_id: PaymentId::from(payment),
+    };
+    let context = command_side::store::RequestContext {
+        request_id: uuid::Uuid::new_v4(),
+        correlation_id: uuid::Uuid::new_v4(),
+        causation_id: uuid::Uuid::new_v4(),
+        grant: access::Grant {
+            subject: "cleaning-park-services".into(),
+            role: access::Role::Service,
+            only: None,
+        },
+    };
+    store
+        .append(
+            &format!("reservation-{reservation}"),
+            None,
+            &[Event::Reservation(ReservationEvent::CleaningRequested(
+                requested,
+            ))],
+            &context,
+        )
+        .await
+        .unwrap();
+
+    let stream = format!("reservation-{reservation}");
+    let mut types = Vec::new();
+    for _ in 0..250 {
+        types = event_types(&running, &stream).await;
+        if types.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(types, ["CleaningRequested", "ReservationCancelled"]);
+    // Refunded once, not twice.
+    assert_eq!(
+        payment_event_types(&running, &payment.to_string()).await,
+        ["PaymentApproved", "PaymentCancelled"]
+    );
+    task.abort();
+}
+
+async fn event_types(running: &testkit::Running, stream: &str) -> Vec<String> {
+    let Ok(mut read) = running
+        .event_store_client()
+        .read_stream(stream, &Default::default())
+        .await
+    else {
+        return Vec::new();
+    };
+    let mut types = Vec::new();
+    while let Ok(Some(event)) = read.next().await {
+        types.push(event.get_original_event().event_type.clone());
+    }
+    types
 }
