@@ -93,8 +93,8 @@ pub fn without_credentials(url: &str) -> String {
 }
 
 /// Serves what orchestrators and Prometheus poll on `listen`, in the background: `/metrics`,
-/// `/healthz` (the process answers) and `/readyz` (it is up; a standby replica waiting for
-/// its turn is ready too, so that rollouts go on). Open to anyone: nothing personal is there.
+/// `/healthz` (the process answers) and `/readyz` (every part reached what it depends on; see
+/// [`mark_ready`]). Open to anyone: nothing personal is there.
 /// With `TLS_CERT_FILE` and `TLS_KEY_FILE` set (PEM), it serves HTTPS only.
 pub async fn serve_operations(listen: &str) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
@@ -107,7 +107,19 @@ pub async fn serve_operations(listen: &str) -> std::io::Result<()> {
             axum::routing::get(|| async { render_metrics() }),
         )
         .route("/healthz", axum::routing::get(|| async { "ok" }))
-        .route("/readyz", axum::routing::get(|| async { "ready" }));
+        .route(
+            "/readyz",
+            axum::routing::get(|| async {
+                if is_ready() {
+                    (axum::http::StatusCode::OK, "ready")
+                } else {
+                    (
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "waiting for a dependency",
+                    )
+                }
+            }),
+        );
     let tls = match (
         std::env::var("TLS_CERT_FILE"),
         std::env::var("TLS_KEY_FILE"),
@@ -132,4 +144,100 @@ pub async fn serve_operations(listen: &str) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether each long-running part of the process (a projection, a policy) currently reaches
+/// what it depends on. `/readyz` is ready when all are.
+static READINESS: std::sync::Mutex<std::collections::BTreeMap<&'static str, bool>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Records whether `part` reaches its dependencies (the event store, PostgreSQL) right now.
+pub fn mark_ready(part: &'static str, ready: bool) {
+    if let Ok(mut parts) = READINESS.lock() {
+        parts.insert(part, ready);
+    }
+}
+
+/// Every part that reported is ready, and at least one did.
+pub fn is_ready() -> bool {
+    READINESS
+        .lock()
+        .map(|parts| !parts.is_empty() && parts.values().all(|ready| *ready))
+        .unwrap_or(false)
+}
+
+/// A stop request that any number of tasks can wait for, any number of times.
+#[derive(Clone)]
+pub struct Stop(tokio::sync::watch::Receiver<bool>);
+
+impl Stop {
+    /// Resolves once the stop was requested.
+    pub fn requested(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut stopped = self.0.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    }
+}
+
+/// A [`Stop`] requested by Ctrl-C or SIGTERM.
+pub fn stop_on_signal() -> Stop {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = tx.send(true);
+    });
+    Stop(rx)
+}
+
+/// A [`Stop`] and the function that requests it (for processes that stop for other reasons).
+pub fn stop_handle() -> (Stop, impl Fn()) {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    (Stop(rx), move || {
+        let _ = tx.send(true);
+    })
+}
+
+/// Backoff between attempts: from the first to the longest, doubling.
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+const RETRY_LONGEST: std::time::Duration = std::time::Duration::from_secs(5);
+/// An attempt that lasted this long was healthy: the next failure starts the backoff anew.
+const HEALTHY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs `attempt` until it ends well (it returns `Ok` once `stop` is requested), starting it
+/// again after every `transient` failure with a growing pause: a dependency that goes away
+/// (the event store, PostgreSQL) is waited for, not exited on, and `part` reports not ready
+/// meanwhile. Each attempt resumes from its own checkpoint, so nothing is lost or done twice.
+/// Any other failure is returned.
+pub async fn keep_running<E, F, Fut>(
+    part: &'static str,
+    stop: &Stop,
+    transient: impl Fn(&E) -> bool,
+    mut attempt: F,
+) -> Result<(), E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+{
+    let mut pause = RETRY_FIRST;
+    loop {
+        let started = std::time::Instant::now();
+        match attempt().await {
+            Ok(()) => return Ok(()),
+            Err(e) if !transient(&e) => return Err(e),
+            Err(e) => {
+                mark_ready(part, false);
+                if started.elapsed() > HEALTHY_FOR {
+                    pause = RETRY_FIRST;
+                }
+                tracing::warn!(part, error = %e, retry_in = ?pause, "stopped by a failure; starting again");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.requested() => return Ok(()),
+                }
+                pause = (pause * 2).min(RETRY_LONGEST);
+            }
+        }
+    }
 }

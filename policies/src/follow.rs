@@ -72,11 +72,17 @@ pub async fn follow<P: Policy>(
                 .filter(filter),
         )
         .await;
+    let mut reported = false;
     loop {
         let next = tokio::select! {
             _ = &mut shutdown => return Ok(()),
             next = subscription.next_subscription_event() => next,
         };
+        if next.is_ok() && !reported {
+            // The event store answers (PostgreSQL did, for the checkpoint).
+            lifecycle::mark_ready(P::NAME, true);
+            reported = true;
+        }
         let event = match next {
             Ok(SubscriptionEvent::EventAppeared(event)) => event,
             Ok(_) => continue,

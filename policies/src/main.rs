@@ -17,8 +17,7 @@ use anyhow::Context;
 use command_side::proto::message_service_client::MessageServiceClient;
 use command_side::proto::payment_service_client::PaymentServiceClient;
 use command_side::proto::reservation_service_client::ReservationServiceClient;
-use policies::{follow, NotifyCustomer, RefundOnCancel, RefundOrphanedPayments};
-use tokio::sync::watch;
+use policies::{follow, NotifyCustomer, Policy, RefundOnCancel, RefundOrphanedPayments};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -53,13 +52,9 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("cannot migrate the policies' tables")?;
 
-    let (stop, stopped) = watch::channel(false);
-    let until_stopped = || {
-        let mut stopped = stopped.clone();
-        async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }
-    };
+    // Each policy stops between two events when asked; the event store, the command side or
+    // PostgreSQL going away is waited out (not ready meanwhile), resuming from the checkpoint.
+    let stop = lifecycle::stop_on_signal();
     let refunds = RefundOnCancel {
         events: events.clone(),
         payments: PaymentServiceClient::new(channel.clone()),
@@ -75,22 +70,18 @@ async fn main() -> anyhow::Result<()> {
         orphan_after,
     };
     tracing::info!( commands = %commands, ?orphan_after, "policies running");
-    let running = async {
-        tokio::try_join!(
-            follow(&refunds, &events, &pool, until_stopped()),
-            follow(&notify, &events, &pool, until_stopped()),
-            orphans.run(until_stopped()),
-        )
-    };
-    tokio::pin!(running);
-    tokio::select! {
-        result = &mut running => { result?; }
-        _ = lifecycle::shutdown_signal() => {
-            // Each stops between two events.
-            let _ = stop.send(true);
-            running.await?;
-        }
-    }
+    let always = |_: &policies::PolicyError| true;
+    tokio::try_join!(
+        lifecycle::keep_running(RefundOnCancel::NAME, &stop, always, || {
+            follow(&refunds, &events, &pool, stop.requested())
+        }),
+        lifecycle::keep_running(NotifyCustomer::NAME, &stop, always, || {
+            follow(&notify, &events, &pool, stop.requested())
+        }),
+        lifecycle::keep_running(RefundOrphanedPayments::NAME, &stop, always, || {
+            orphans.run(stop.requested())
+        }),
+    )?;
     tracing::info!("policies stopped");
     Ok(())
 }

@@ -73,6 +73,10 @@ impl Default for BatchSettings {
     }
 }
 
+/// The part of the process `/readyz` names for the projector.
+pub const READINESS: &str = "projector";
+
+/// Why projecting stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectorError {
     #[error(transparent)]
@@ -229,6 +233,8 @@ impl<K: KeyStore> Projector<K> {
         &self,
     ) -> Result<deadpool_postgres::ClientWrapper, ProjectorError> {
         let connection = deadpool_postgres::Object::take(self.pool.get().await?);
+        // PostgreSQL answers: a standby waiting for its turn is ready to take over.
+        lifecycle::mark_ready(READINESS, true);
         connection
             .execute(
                 "SELECT pg_advisory_lock(hashtext('cleaning-park projector'))",
@@ -372,8 +378,15 @@ async fn read<K: KeyStore>(
         .filter(filter);
     let mut subscription = client.subscribe_to_all(&options).await;
     let mut known_keys = KnownKeys::default();
+    let mut reported = false;
     loop {
-        let event = match subscription.next_subscription_event().await {
+        let next = subscription.next_subscription_event().await;
+        if next.is_ok() && !reported {
+            // The event store answers.
+            lifecycle::mark_ready(READINESS, true);
+            reported = true;
+        }
+        let event = match next {
             Ok(SubscriptionEvent::EventAppeared(event)) => event,
             Ok(SubscriptionEvent::CaughtUp(_)) => {
                 if tx.send(Delivery::CaughtUp).await.is_err() {

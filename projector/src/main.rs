@@ -86,7 +86,16 @@ async fn main() -> anyhow::Result<()> {
     let metrics_listen: String = setting("METRICS_LISTEN", "127.0.0.1:9091".to_string())?;
     lifecycle::serve_operations(&metrics_listen).await?;
     tracing::info!(event_store = %lifecycle::without_credentials(&url), checkpoint = ?projector.checkpoint().await?, "projecting the dashboard");
-    projector.run(lifecycle::shutdown_signal()).await?;
+    // The event store or PostgreSQL going away is waited out (not ready meanwhile), and
+    // projecting resumes from the checkpoint; a poison event still stops it, as configured.
+    let stop = lifecycle::stop_on_signal();
+    lifecycle::keep_running(
+        projector::READINESS,
+        &stop,
+        |e| !matches!(e, projector::ProjectorError::Poison { .. }),
+        || projector.run(stop.requested()),
+    )
+    .await?;
     tracing::info!("projector stopped");
     Ok(())
 }

@@ -18,6 +18,8 @@ use tonic::transport::Channel;
 /// issuer whose tokens the command side accepts.
 pub struct Running {
     pub event_store_url: String,
+    /// The command side's address (`http://127.0.0.1:port`), for child processes.
+    pub command_url: String,
     /// The command side, as an administrator (who may do everything).
     pub commands: AuthorizedChannel,
     /// The command side without a token.
@@ -110,6 +112,7 @@ impl Running {
             .expect("command side");
         Running {
             event_store_url,
+            command_url: format!("http://{address}"),
             commands: as_admin(&channel, &issuer),
             channel,
             keys,
@@ -183,4 +186,56 @@ pub async fn dump(pool: &Pool, tables: &[&str]) -> Vec<String> {
         out.extend(rows.iter().map(|r| r.get::<_, String>(0)));
     }
     out
+}
+
+/// A TCP proxy on loopback whose link can be cut and restored: an outage of whatever is
+/// behind it, as its clients see one.
+pub struct Link {
+    pub port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Link {
+    pub async fn to(target: u16) -> Link {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> =
+            Arc::default();
+        let (flag, open) = (up.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: refused while the link is down
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                open.lock().unwrap().push(task);
+            }
+        });
+        Link {
+            port,
+            up,
+            connections,
+        }
+    }
+
+    /// Every connection dropped, new ones refused: the other side is gone.
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for task in self.connections.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Connections go through again.
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }

@@ -1,0 +1,138 @@
+//! The event store going away under the running `policies` binary: it stays up, reports not
+//! ready, reconnects with backoff and resumes from its checkpoints when the store returns; a
+//! cancellation made during the outage is refunded afterwards, once.
+
+use std::time::Duration;
+
+use command_side::proto::reservation_service_client::ReservationServiceClient;
+use command_side::proto::CancelReservationRequest;
+
+/// Applies and cancels a reservation; returns its payment's stream.
+async fn cancelled(running: &testkit::Running) -> String {
+    let mut reservations = ReservationServiceClient::new(running.commands.clone());
+    let applied = reservations
+        .apply_reservation(testkit::apply_request(
+            &uuid::Uuid::new_v4().to_string(),
+            5_000,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    reservations
+        .cancel_reservation(CancelReservationRequest {
+            request_id: String::new(),
+            reservation_id: applied.id.clone(),
+            reason: "moved".into(),
+        })
+        .await
+        .unwrap();
+    let first = running
+        .event_store_client()
+        .read_stream(format!("reservation-{}", applied.id), &Default::default())
+        .await
+        .unwrap()
+        .next()
+        .await
+        .unwrap()
+        .unwrap();
+    let data: serde_json::Value = serde_json::from_slice(&first.get_original_event().data).unwrap();
+    format!("payment-{}", data["payment_id"].as_str().unwrap())
+}
+
+async fn refunds(running: &testkit::Running, stream: &str) -> usize {
+    let mut read = running
+        .event_store_client()
+        .read_stream(stream, &Default::default())
+        .await
+        .unwrap();
+    let mut count = 0;
+    while let Ok(Some(event)) = read.next().await {
+        count += usize::from(event.get_original_event().event_type == "PaymentCancelled");
+    }
+    count
+}
+
+async fn ready(operations: &str) -> Option<u16> {
+    reqwest::get(format!("{operations}/readyz"))
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+}
+
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, check: impl Fn() -> F) {
+    for _ in 0..300 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policies_wait_out_an_event_store_outage_and_resume() {
+    let running = testkit::Running::start().await;
+    let store_port: u16 = running
+        .event_store_url
+        .trim_start_matches("esdb://127.0.0.1:")
+        .split('?')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let link = testkit::Link::to(store_port).await;
+    let (database, _pool) = testkit::fresh_named_database().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let operations = format!("http://127.0.0.1:{port}");
+    let service = running.issuer.service_client();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_policies"))
+        .env(
+            "EVENT_STORE_URL",
+            format!("esdb://127.0.0.1:{}?tls=false", link.port),
+        )
+        .env("COMMAND_ENDPOINT", &running.command_url)
+        .env("PGDATABASE", &database)
+        .env_remove("DATABASE_URL")
+        .env("METRICS_LISTEN", format!("127.0.0.1:{port}"))
+        .env("AUTH_ISSUER", running.issuer.url())
+        .env("AUTH_CLIENT_ID", &service.client_id)
+        .env("AUTH_CLIENT_SECRET", &service.client_secret)
+        .env("RUST_LOG", "error")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    let before = cancelled(&running).await;
+    eventually("the first cancellation refunded", || async {
+        refunds(&running, &before).await == 1
+    })
+    .await;
+    eventually("ready", || async { ready(&operations).await == Some(200) }).await;
+
+    link.cut();
+    eventually("not ready during the outage", || async {
+        ready(&operations).await == Some(503)
+    })
+    .await;
+    let during = cancelled(&running).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(child.try_wait().unwrap().is_none(), "the policies exited");
+    assert_eq!(refunds(&running, &during).await, 0);
+
+    link.restore();
+    eventually(
+        "the cancellation made during the outage refunded",
+        || async { refunds(&running, &during).await == 1 },
+    )
+    .await;
+    eventually("ready again", || async {
+        ready(&operations).await == Some(200)
+    })
+    .await;
+    assert!(child.try_wait().unwrap().is_none());
+    assert_eq!(refunds(&running, &before).await, 1, "refunded once");
+}

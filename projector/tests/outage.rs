@@ -1,0 +1,141 @@
+//! The event store going away under a running projector (the real binary): it stays up,
+//! reports not ready, reconnects with backoff and resumes from its checkpoint when the store
+//! returns, losing nothing written meanwhile. The outage is a proxy between the two that cuts
+//! every connection and refuses new ones, then lets them through again (`testkit::Link`).
+
+use std::time::Duration;
+
+use domain::payment::PaymentEvent;
+use domain::{Money, PaymentId, ReservationId};
+use events::Event;
+use kurrentdb::{AppendToStreamOptions, EventData};
+
+async fn approve(client: &kurrentdb::Client, cents: i64) -> uuid::Uuid {
+    let payment = uuid::Uuid::new_v4();
+    let event = Event::Payment(PaymentEvent::PaymentApproved {
+        payment_id: PaymentId::from(payment),
+        reservation_id: ReservationId::from(uuid::Uuid::new_v4()),
+        amount: Money::from_cents(cents).unwrap(),
+        paymethod_kind: None,
+    });
+    let encoded = events::encode(&event, None).unwrap();
+    let data = EventData::json(
+        encoded.event_type,
+        &serde_json::from_slice::<serde_json::Value>(&encoded.data).unwrap(),
+    )
+    .unwrap();
+    client
+        .append_to_stream(
+            format!("payment-{payment}"),
+            &AppendToStreamOptions::default(),
+            data,
+        )
+        .await
+        .unwrap();
+    payment
+}
+
+async fn projected(pool: &deadpool_postgres::Pool, payment: uuid::Uuid) -> bool {
+    let client = pool.get().await.unwrap();
+    client
+        .query_opt("SELECT 1 FROM payments WHERE payment_id = $1", &[&payment])
+        .await
+        .unwrap()
+        .is_some()
+}
+
+async fn ready(metrics: &str) -> Option<u16> {
+    reqwest::get(format!("{metrics}/readyz"))
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+}
+
+/// Polls `check` for up to 30 s.
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, check: impl Fn() -> F) {
+    for _ in 0..300 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projector_waits_out_an_event_store_outage_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = event_store::storage::Store::open(dir.path()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let store_port = listener.local_addr().unwrap().port();
+    tokio::spawn(event_store::server::serve(
+        listener,
+        store,
+        Default::default(),
+        std::future::pending(),
+    ));
+    let direct = kurrentdb::Client::new(
+        format!("esdb://127.0.0.1:{store_port}?tls=false")
+            .parse()
+            .unwrap(),
+    )
+    .unwrap();
+    let link = testkit::Link::to(store_port).await;
+
+    let (database, pool) = testkit::fresh_named_database().await;
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics = format!("http://127.0.0.1:{metrics_port}");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_projector"))
+        .env(
+            "EVENT_STORE_URL",
+            format!("esdb://127.0.0.1:{}?tls=false", link.port),
+        )
+        .env("PGDATABASE", &database)
+        .env_remove("DATABASE_URL")
+        .env_remove("KEY_STORE_URL")
+        .env("METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
+        .env("RUST_LOG", "error")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    let before = approve(&direct, 1_000).await;
+    eventually("the first event projected", || projected(&pool, before)).await;
+    eventually("ready", || async { ready(&metrics).await == Some(200) }).await;
+
+    // The store goes away: the projector stays up and says it is not ready.
+    link.cut();
+    eventually("not ready during the outage", || async {
+        ready(&metrics).await == Some(503)
+    })
+    .await;
+    let during = approve(&direct, 2_000).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(child.try_wait().unwrap().is_none(), "the projector exited");
+    assert!(!projected(&pool, during).await);
+
+    // It comes back: the projector reconnects by itself and catches up.
+    link.restore();
+    eventually("the event written during the outage projected", || {
+        projected(&pool, during)
+    })
+    .await;
+    eventually("ready again", || async {
+        ready(&metrics).await == Some(200)
+    })
+    .await;
+    assert!(child.try_wait().unwrap().is_none());
+    let rows: i64 = pool
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM payments", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 2, "nothing lost, nothing doubled");
+}
