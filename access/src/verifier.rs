@@ -286,21 +286,37 @@ impl Verifier {
             };
         }
         *last_attempt = Some(Instant::now());
-        self.inner.fetches.fetch_add(1, Ordering::Relaxed);
-        match self.fetch().await {
-            Ok(fetched) => {
-                let fetched = Arc::new(fetched);
-                if let Ok(mut slot) = self.inner.keys.write() {
-                    *slot = fetched.clone();
-                }
-                fetched.find(kid, algorithm).ok_or_else(unknown)
-            }
+        match self.fetch_and_keep().await {
+            Ok(fetched) => fetched.find(kid, algorithm).ok_or_else(unknown),
             Err(e) if keys.fetched.is_none() => Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot refresh the issuer's keys; keeping the known ones");
                 keys.find(kid, algorithm).ok_or_else(unknown)
             }
         }
+    }
+
+    /// Fetches the issuer's keys ahead of the first call, so that the first caller does not
+    /// wait for them (and a short deadline, such as the payment call's, is not spent on them).
+    pub async fn prefetch(&self) {
+        let mut last_attempt = self.inner.last_attempt.lock().await;
+        if self.current().fetched.is_some() {
+            return;
+        }
+        *last_attempt = Some(Instant::now());
+        if let Err(e) = self.fetch_and_keep().await {
+            tracing::warn!(error = %e, "cannot fetch the issuer's keys yet");
+        }
+    }
+
+    /// Fetches the key set and keeps it as the current one.
+    async fn fetch_and_keep(&self) -> Result<Arc<KeySet>, AuthError> {
+        self.inner.fetches.fetch_add(1, Ordering::Relaxed);
+        let fetched = Arc::new(self.fetch().await?);
+        if let Ok(mut slot) = self.inner.keys.write() {
+            *slot = fetched.clone();
+        }
+        Ok(fetched)
     }
 
     /// Discovery, then the key set it names.

@@ -83,6 +83,16 @@ pub async fn serve<K: KeyStore>(
     let own_identity =
         access::client::ServiceToken::new(config.auth.clone(), config.client.clone())
             .map_err(|e| anyhow::anyhow!("AUTH_CLIENT: {e}"))?;
+    // Keys and the own token are fetched now, not within the first calls' deadlines.
+    tokio::spawn({
+        let (verifier, own_identity) = (verifier.clone(), own_identity.clone());
+        async move {
+            verifier.prefetch().await;
+            if let Err(e) = own_identity.token().await {
+                tracing::warn!(error = %e, "cannot get this service's own token yet");
+            }
+        }
+    });
     let gateway = Arc::new(PaymentGateway::new(
         &config.payment_endpoint,
         config.payment_timeout,

@@ -23,6 +23,7 @@ async fn the_operations_endpoints_serve_https_from_certificate_files() {
     lifecycle::serve_operations(&format!("127.0.0.1:{port}"))
         .await
         .unwrap();
+    lifecycle::mark_ready("the test", true);
 
     let trusting = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(cert.pem().as_bytes()).unwrap())
@@ -36,6 +37,14 @@ async fn the_operations_endpoints_serve_https_from_certificate_files() {
             .unwrap();
         assert_eq!(response.status().as_u16(), 200, "{path}");
     }
+    // Not ready while a part does not reach what it depends on.
+    lifecycle::mark_ready("the test", false);
+    let response = trusting
+        .get(format!("https://localhost:{port}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503);
     let plain = reqwest::get(format!("http://localhost:{port}/healthz")).await;
     assert!(plain.map_or(true, |r| !r.status().is_success()));
 }

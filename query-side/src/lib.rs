@@ -55,6 +55,11 @@ impl AppState {
         verifier: access::Verifier,
         page_client_id: &str,
     ) -> AppState {
+        // The issuer's keys are fetched now, not on the first request.
+        tokio::spawn({
+            let verifier = verifier.clone();
+            async move { verifier.prefetch().await }
+        });
         let sign_in = auth::PageSignIn {
             issuer: verifier.settings().issuer.clone(),
             client_id: page_client_id.to_string(),
