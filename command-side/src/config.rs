@@ -30,6 +30,9 @@ pub struct Config {
     pub drain_delay: Duration,
     /// `SHUTDOWN_GRACE_MS`: how long in-flight calls may take to finish on SIGTERM.
     pub shutdown_grace: Duration,
+    /// `MAX_CONCURRENT_CALLS`: calls served at once (payments have as many again); more are
+    /// refused with RESOURCE_EXHAUSTED at once rather than queued.
+    pub max_concurrent_calls: usize,
     pub provider: ProviderRules,
     /// Which bearer tokens are accepted (`AUTH_ISSUER`, `AUTH_AUDIENCE`, ...): required.
     pub auth: AuthSettings,
@@ -152,6 +155,13 @@ impl Config {
             });
         }
         let tls = TlsFiles::from_lookup(&lookup)?;
+        let max_concurrent_calls: usize = parse(&lookup, "MAX_CONCURRENT_CALLS", 256)?;
+        if max_concurrent_calls == 0 {
+            return Err(ConfigError {
+                name: "MAX_CONCURRENT_CALLS",
+                message: "must be at least 1".into(),
+            });
+        }
         let reflection = match lookup("GRPC_REFLECTION").as_deref().map(str::trim) {
             None | Some("") | Some("true") | Some("1") => true,
             Some("false") | Some("0") => false,
@@ -186,6 +196,7 @@ impl Config {
             concurrency_retries: parse(&lookup, "CONCURRENCY_RETRIES", 3)?,
             drain_delay: ms("SHUTDOWN_DRAIN_DELAY_MS", 0)?,
             shutdown_grace: ms("SHUTDOWN_GRACE_MS", 20_000)?,
+            max_concurrent_calls,
             provider: ProviderRules {
                 decline_over_cents: parse(
                     &lookup,

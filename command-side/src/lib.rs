@@ -19,6 +19,7 @@ pub mod execute;
 pub mod payments;
 pub mod provider;
 pub mod services;
+pub mod shed;
 pub mod store;
 
 pub mod proto {
@@ -160,6 +161,8 @@ pub async fn serve<K: KeyStore>(
     server
         .timeout(config.payment_timeout * 4 + std::time::Duration::from_secs(5))
         .layer(in_flight)
+        // Overload is refused before anything else is spent on it, even checking the token.
+        .layer(shed::Shed::new(config.max_concurrent_calls))
         .layer(access::grpc::RequireToken::new(verifier))
         .add_service(health_service)
         .add_optional_service(reflection_v1)

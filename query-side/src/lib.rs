@@ -40,6 +40,8 @@ pub struct AppState {
     pub verifier: access::Verifier,
     /// Where the page signs in.
     pub sign_in: Arc<auth::PageSignIn>,
+    /// Data requests served at once; more are refused at once (503, `Retry-After`).
+    pub permits: Arc<tokio::sync::Semaphore>,
     /// How long a read-your-writes query waits at most.
     pub max_wait: Duration,
     /// Set when the process is asked to stop: `/readyz` fails first so that load balancers
@@ -69,8 +71,44 @@ impl AppState {
             pool,
             verifier,
             sign_in: Arc::new(sign_in),
+            permits: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_CONCURRENT_REQUESTS)),
             max_wait,
             stopping: Arc::default(),
+        }
+    }
+}
+
+/// Data requests served at once by default (`MAX_CONCURRENT_REQUESTS`): well above what the
+/// database pool serves, so that only real overload is refused.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 512;
+
+impl AppState {
+    /// At most `limit` data requests at once; more are refused with 503 and `Retry-After`
+    /// instead of queueing without bound.
+    pub fn with_request_limit(mut self, limit: usize) -> AppState {
+        self.permits = Arc::new(tokio::sync::Semaphore::new(limit.max(1)));
+        self
+    }
+}
+
+/// Refuses a data request at once when the house is full.
+async fn shed(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match state.permits.clone().try_acquire_owned() {
+        Ok(permit) => {
+            let response = next.run(request).await;
+            drop(permit);
+            response
+        }
+        Err(_) => {
+            metrics::counter!("http_requests_shed_total").increment(1);
+            let mut response =
+                Problem::unavailable("overloaded: too many requests at once; try again later")
+                    .into_response();
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+            response
         }
     }
 }
@@ -144,7 +182,9 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
-        ));
+        ))
+        // Outside the token check: overload is refused before anything is spent on it.
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), shed));
     // Open to anyone: the page (it signs in before it shows anything), where it signs in,
     // the API's description, and what orchestrators poll.
     Router::new()

@@ -5,7 +5,7 @@
 //! balancer: how long `/readyz` fails before the server stops accepting); the tokens it
 //! accepts: `AUTH_ISSUER` (required), `AUTH_DISCOVERY_URL`, `AUTH_AUDIENCE`,
 //! `AUTH_ROLES_CLAIM`, `TLS_CA_FILE`; and `AUTH_PAGE_CLIENT_ID` (cleaning-park-page), the public
-//! client the page signs in with; `TLS_CERT_FILE` and `TLS_KEY_FILE` (PEM) to serve HTTPS.
+//! client the page signs in with; `MAX_CONCURRENT_REQUESTS` (512) data requests at once; `TLS_CERT_FILE` and `TLS_KEY_FILE` (PEM) to serve HTTPS.
 
 use std::time::Duration;
 
@@ -36,7 +36,19 @@ async fn main() -> anyhow::Result<()> {
         .filter(|v| !v.trim().is_empty())
         .unwrap_or_else(|| query_side::auth::PAGE_CLIENT_ID.into());
     let verifier = access::Verifier::new(auth)?;
-    let state = query_side::AppState::new(pool, max_wait, verifier, &page_client);
+    let limit = match std::env::var("MAX_CONCURRENT_REQUESTS") {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n: &usize| *n > 0)
+            .with_context(|| {
+                format!("MAX_CONCURRENT_REQUESTS: {text:?} is not a positive number")
+            })?,
+        Err(_) => query_side::DEFAULT_MAX_CONCURRENT_REQUESTS,
+    };
+    let state =
+        query_side::AppState::new(pool, max_wait, verifier, &page_client).with_request_limit(limit);
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
