@@ -72,7 +72,7 @@ pub fn customer_filter(grant: &Grant, asked: Option<Uuid>) -> Option<Option<Uuid
 }
 
 /// Where the page signs in; public, like the page itself.
-#[utoipa::path(get, path = "/auth/config", tag = "operations", responses((status = 200, body = PageSignIn)))]
+#[utoipa::path(get, path = "/auth/config", tag = "operations", security(()), responses((status = 200, body = PageSignIn)))]
 pub async fn page_config(State(state): State<AppState>) -> Json<PageSignIn> {
     Json(state.sign_in.as_ref().clone())
 }

@@ -74,11 +74,11 @@ pub const STATUSES: [&str; 4] = [
 /// Reservations, newest first.
 #[utoipa::path(get, path = "/dashboard", tag = "dashboard",
     params(
-        ("status" = Option<String>, Query, description = "requested, cleaning_started, cleaning_completed or cancelled"),
+        ("status" = Option<String>, Query, pattern = "^(requested|cleaning_started|cleaning_completed|cancelled)$", description = "requested, cleaning_started, cleaning_completed or cancelled"),
         ("customer_id" = Option<Uuid>, Query),
-        ("limit" = Option<i64>, Query, description = "page size, 1 to 200 (50)"),
-        ("after" = Option<String>, Query, description = "the `next` cursor of the previous page"),
-        ("min_position" = Option<i64>, Query, description = "wait until the read model has applied this position"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "page size, 1 to 200 (50)"),
+        ("after" = Option<String>, Query, min_length = 1, description = "the `next` cursor of the previous page"),
+        ("min_position" = Option<i64>, Query, minimum = 0, description = "wait until the read model has applied this position"),
     ),
     responses(
         (status = 200, body = Page<DashboardEntry>),
@@ -131,7 +131,7 @@ pub async fn list(
 #[utoipa::path(get, path = "/dashboard/{reservation_id}", tag = "dashboard",
     params(
         ("reservation_id" = Uuid, Path),
-        ("min_position" = Option<i64>, Query, description = "wait until the read model has applied this position"),
+        ("min_position" = Option<i64>, Query, minimum = 0, description = "wait until the read model has applied this position"),
     ),
     responses(
         (status = 200, body = DashboardEntry),
@@ -139,6 +139,7 @@ pub async fn list(
         (status = 401, description = "no valid bearer token", content_type = "application/problem+json"),
         (status = 403, description = "the caller's roles may not read this", content_type = "application/problem+json"),
         (status = 404, description = "no such reservation (or not the caller's)", content_type = "application/problem+json"),
+        (status = 422, description = "parameter out of range", content_type = "application/problem+json"),
     ))]
 pub async fn one(
     State(state): State<AppState>,
@@ -211,7 +212,7 @@ pub struct Timeline {
 #[utoipa::path(get, path = "/reservations/{reservation_id}/timeline", tag = "dashboard",
     params(
         ("reservation_id" = Uuid, Path),
-        ("min_position" = Option<i64>, Query, description = "wait until the read model has applied this position"),
+        ("min_position" = Option<i64>, Query, minimum = 0, description = "wait until the read model has applied this position"),
     ),
     responses(
         (status = 200, body = Timeline),
@@ -219,6 +220,7 @@ pub struct Timeline {
         (status = 401, description = "no valid bearer token", content_type = "application/problem+json"),
         (status = 403, description = "the caller's roles may not read this", content_type = "application/problem+json"),
         (status = 404, description = "no such reservation (or not the caller's)", content_type = "application/problem+json"),
+        (status = 422, description = "parameter out of range", content_type = "application/problem+json"),
     ))]
 pub async fn timeline(
     State(state): State<AppState>,

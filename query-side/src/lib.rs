@@ -300,13 +300,13 @@ async fn page() -> axum::response::Html<&'static str> {
 }
 
 /// Alive: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = String)))]
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()), responses((status = 200, body = String)))]
 async fn healthz() -> &'static str {
     "ok"
 }
 
 /// Ready: PostgreSQL answers and the process is not stopping.
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()), responses(
     (status = 200, body = String),
     (status = 503, description = "stopping, or the database does not answer", content_type = "application/problem+json"),
 ))]

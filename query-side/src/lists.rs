@@ -35,9 +35,9 @@ pub struct Message {
     params(
         ("customer_id" = Option<Uuid>, Query),
         ("reservation_id" = Option<Uuid>, Query),
-        ("limit" = Option<i64>, Query, description = "page size, 1 to 200 (50)"),
-        ("after" = Option<String>, Query, description = "the `next` cursor of the previous page"),
-        ("min_position" = Option<i64>, Query, description = "wait until the read models have applied this position"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "page size, 1 to 200 (50)"),
+        ("after" = Option<String>, Query, min_length = 1, description = "the `next` cursor of the previous page"),
+        ("min_position" = Option<i64>, Query, minimum = 0, description = "wait until the read models have applied this position"),
     ),
     responses(
         (status = 200, body = Page<Message>),
@@ -118,9 +118,9 @@ pub struct Paymethod {
 #[utoipa::path(get, path = "/paymethods", tag = "lists",
     params(
         ("customer_id" = Option<Uuid>, Query),
-        ("limit" = Option<i64>, Query, description = "page size, 1 to 200 (50)"),
-        ("after" = Option<String>, Query, description = "the `next` cursor of the previous page"),
-        ("min_position" = Option<i64>, Query, description = "wait until the read models have applied this position"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "page size, 1 to 200 (50)"),
+        ("after" = Option<String>, Query, min_length = 1, description = "the `next` cursor of the previous page"),
+        ("min_position" = Option<i64>, Query, minimum = 0, description = "wait until the read models have applied this position"),
     ),
     responses(
         (status = 200, body = Page<Paymethod>),
@@ -196,12 +196,12 @@ pub const PAYMENT_STATUSES: [&str; 3] = ["approved", "declined", "refunded"];
 /// Payments, newest first.
 #[utoipa::path(get, path = "/payments", tag = "lists",
     params(
-        ("status" = Option<String>, Query, description = "approved, declined or refunded"),
+        ("status" = Option<String>, Query, pattern = "^(approved|declined|refunded)$", description = "approved, declined or refunded"),
         ("customer_id" = Option<Uuid>, Query),
         ("reservation_id" = Option<Uuid>, Query),
-        ("limit" = Option<i64>, Query, description = "page size, 1 to 200 (50)"),
-        ("after" = Option<String>, Query, description = "the `next` cursor of the previous page"),
-        ("min_position" = Option<i64>, Query, description = "wait until the read models have applied this position"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "page size, 1 to 200 (50)"),
+        ("after" = Option<String>, Query, min_length = 1, description = "the `next` cursor of the previous page"),
+        ("min_position" = Option<i64>, Query, minimum = 0, description = "wait until the read models have applied this position"),
     ),
     responses(
         (status = 200, body = Page<Payment>),
