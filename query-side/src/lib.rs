@@ -51,6 +51,7 @@ pub struct AppState {
 
 impl AppState {
     /// The page signs in with the public client `page_client_id` of the verifier's issuer.
+    /// Call it inside the runtime: it starts fetching the issuer's keys in the background.
     pub fn new(
         pool: Pool,
         max_wait: Duration,
