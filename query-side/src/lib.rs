@@ -227,40 +227,74 @@ pub struct TlsFiles {
     pub key: std::path::PathBuf,
 }
 
-/// Serves until `shutdown`, then turns not-ready, keeps serving for `drain_delay` while load
-/// balancers notice, and finishes the requests in flight before returning.
+/// How long a client may take to send a request's headers, and the first request on a new
+/// connection: slow clients (slowloris) and idle connections cannot hold the server's
+/// connections for long.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the query side serves, beside what it serves.
+#[derive(Debug, Clone)]
+pub struct Serving {
+    /// How long it keeps serving after turning not ready, while load balancers notice.
+    pub drain_delay: Duration,
+    /// HTTPS when given.
+    pub tls: Option<TlsFiles>,
+    /// See [`HEADER_READ_TIMEOUT`].
+    pub header_read_timeout: Duration,
+}
+
+impl Default for Serving {
+    fn default() -> Self {
+        Serving {
+            drain_delay: Duration::ZERO,
+            tls: None,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+        }
+    }
+}
+
+/// Serves until `shutdown`, then turns not-ready, keeps serving for the drain delay while
+/// load balancers notice, and finishes the requests in flight before returning.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    drain_delay: Duration,
-    tls: Option<TlsFiles>,
+    serving: Serving,
 ) -> std::io::Result<()> {
     let stopping = state.stopping.clone();
-    let drained = async move {
+    let drain_delay = serving.drain_delay;
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
         shutdown.await;
         stopping.store(true, Ordering::SeqCst);
         tracing::info!(?drain_delay, "not ready; draining");
         tokio::time::sleep(drain_delay).await;
-    };
-    let Some(tls) = tls else {
-        return axum::serve(listener, router(state))
-            .with_graceful_shutdown(drained)
-            .await;
-    };
-    lifecycle::install_crypto_provider();
-    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key).await?;
-    let handle = axum_server::Handle::new();
-    let stopper = handle.clone();
-    tokio::spawn(async move {
-        drained.await;
         // In-flight requests finish; nothing new is accepted.
         stopper.graceful_shutdown(None);
     });
-    axum_server::from_tcp_rustls(listener.into_std()?, config)?
-        .handle(handle)
-        .serve(router(state).into_make_service())
-        .await
+    let app = router(state).into_make_service();
+    let listener = listener.into_std()?;
+    let timeout = serving.header_read_timeout;
+    match serving.tls {
+        None => {
+            let mut server = axum_server::from_tcp(listener)?
+                .handle(handle)
+                .first_request_timeout(timeout);
+            server.http_builder().http1().header_read_timeout(timeout);
+            server.serve(app).await
+        }
+        Some(tls) => {
+            lifecycle::install_crypto_provider();
+            let config =
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key).await?;
+            let mut server = axum_server::from_tcp_rustls(listener, config)?
+                .handle(handle)
+                .first_request_timeout(timeout);
+            server.http_builder().http1().header_read_timeout(timeout);
+            server.serve(app).await
+        }
+    }
 }
 
 /// Runs `sql` on a pooled connection as a statement prepared once per connection, so that

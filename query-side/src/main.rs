@@ -65,14 +65,12 @@ async fn main() -> anyhow::Result<()> {
         (Err(_), Err(_)) => None,
         _ => anyhow::bail!("TLS_CERT_FILE and TLS_KEY_FILE go together"),
     };
-    query_side::serve(
-        listener,
-        state,
-        lifecycle::shutdown_signal(),
+    let serving = query_side::Serving {
         drain_delay,
         tls,
-    )
-    .await?;
+        ..Default::default()
+    };
+    query_side::serve(listener, state, lifecycle::shutdown_signal(), serving).await?;
     tracing::info!("query side stopped");
     Ok(())
 }

@@ -31,12 +31,15 @@ async fn the_query_side_serves_https_from_certificate_files() {
         cert: cert_path,
         key: key_path,
     };
+    let serving = query_side::Serving {
+        tls: Some(tls),
+        ..Default::default()
+    };
     tokio::spawn(query_side::serve(
         listener,
         state,
         std::future::pending(),
-        Duration::ZERO,
-        Some(tls),
+        serving,
     ));
 
     let trusting = reqwest::Client::builder()
