@@ -117,12 +117,10 @@ impl PostgresKeys {
 
     async fn migrate(&self) -> Result<(), DbError> {
         let mut client = self.pool.get().await?;
-        let client: &mut tokio_postgres::Client = &mut client;
         // Its own history table, so that it can share a database with the read models.
-        embedded::migrations::runner()
-            .set_migration_table_name("customer_keys_schema_history")
-            .run_async(client)
-            .await?;
+        let mut runner = embedded::migrations::runner();
+        runner.set_migration_table_name("customer_keys_schema_history");
+        read_models::migrate_exclusively(&mut client, runner).await?;
         Ok(())
     }
 

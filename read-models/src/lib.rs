@@ -94,12 +94,27 @@ pub fn pool_with_ca(
 /// Applies the versioned migrations that are not applied yet; running it again does nothing.
 pub async fn migrate(pool: &Pool) -> Result<(), DbError> {
     let mut client = pool.get().await?;
-    let client: &mut tokio_postgres::Client = &mut client;
-    let report = embedded::migrations::runner().run_async(client).await?;
+    let report = migrate_exclusively(&mut client, embedded::migrations::runner()).await?;
     for migration in report.applied_migrations() {
         tracing::info!(migration = %migration, "applied");
     }
     Ok(())
+}
+
+/// Runs `runner` while holding the database's migration lock, so that replicas starting
+/// together (as Kubernetes starts them) migrate one after the other: the later ones find
+/// nothing left to do instead of failing on a table the first has just created. The lock is a
+/// session advisory lock, released with the connection should the process die.
+pub async fn migrate_exclusively(
+    client: &mut tokio_postgres::Client,
+    runner: refinery::Runner,
+) -> Result<refinery::Report, DbError> {
+    const LOCK: &str = "SELECT pg_advisory_lock(hashtext('cleaning-park migrations'))";
+    const UNLOCK: &str = "SELECT pg_advisory_unlock(hashtext('cleaning-park migrations'))";
+    client.batch_execute(LOCK).await?;
+    let report = runner.run_async(client).await;
+    client.batch_execute(UNLOCK).await?;
+    Ok(report?)
 }
 
 /// Creates the database `name` on the cluster `admin` reaches, unless it exists.
