@@ -112,6 +112,12 @@ impl IntoResponse for Problem {
             body,
         )
             .into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Every 503 is temporary (an outage, overload, a restart): say when to come back.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
         if let Some(challenge) = self.challenge.and_then(|c| c.parse().ok()) {
             response
                 .headers_mut()
