@@ -126,10 +126,13 @@ async fn messages_are_sent_once_per_request() {
 async fn a_forgotten_customer_is_refused_new_commands() {
     let mut s = System::start().await;
     let customer = new_id();
-    s.reservations
-        .apply_reservation(apply_request(&customer, 3_000))
+    let applied = apply_request(&customer, 3_000);
+    let first = s
+        .reservations
+        .apply_reservation(applied.clone())
         .await
-        .unwrap();
+        .unwrap()
+        .into_inner();
     let forgotten = s
         .customers
         .forget_customer(ForgetCustomerRequest {
@@ -142,6 +145,17 @@ async fn a_forgotten_customer_is_refused_new_commands() {
     assert_eq!(forgotten.id, customer);
     let events = s.stream(&format!("customer-{customer}")).await;
     assert_eq!(events[0].0, "CustomerForgotten");
+    // A retry of a request recorded before the forgetting still gets its original answer.
+    let again = s
+        .reservations
+        .apply_reservation(applied)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (again.id, again.revision, again.position),
+        (first.id, first.revision, first.position)
+    );
 
     let err = s
         .reservations

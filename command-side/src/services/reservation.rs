@@ -117,7 +117,15 @@ impl<K: KeyStore> ReservationService for Reservations<K> {
         // nothing twice (the payment answers with its recorded decision) and records nothing
         // twice (the executor finds the original events).
         // The customer's key is made (a durable write) while the payment runs.
-        self.executor.ensure_not_forgotten(customer_id).await?;
+        if let Err(forgotten) = self.executor.ensure_not_forgotten(customer_id).await {
+            // A retry of a request recorded before the customer was forgotten still gets its
+            // original answer; only new work is refused.
+            let loaded = self.executor.load(&target, &context, refusal).await?;
+            if let Some(earlier) = loaded.earlier_result(context.request_id, &target.stream) {
+                return Ok(reply(reservation_id, earlier, &context));
+            }
+            return Err(forgotten.into());
+        }
 
         let (paid, _) = tokio::try_join!(
             self.payments.pay(
