@@ -174,9 +174,14 @@ where
     }
 }
 
-/// A gRPC request carrying the chain's correlation id and what caused it.
+/// How long a policy's command may take before it is given up and sent again: a command
+/// side that stalls (a paused machine) must not hold the policy up for longer.
+pub const COMMAND_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A gRPC request carrying the chain's correlation id and what caused it, with a deadline.
 pub fn request<T>(message: T, correlation: Uuid, causation: Uuid) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
+    request.set_timeout(COMMAND_DEADLINE);
     if let Ok(value) = correlation.to_string().parse() {
         request.metadata_mut().insert("x-correlation-id", value);
     }
