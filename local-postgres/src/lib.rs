@@ -1,7 +1,7 @@
-//! A local PostgreSQL for `park`, when the user gives none: a cluster of its own under the data
-//! directory, started with the server binaries Debian's `postgresql` package installs, and
-//! stopped with `park`. PostgreSQL refuses to run as root, so under root the cluster belongs to
-//! (and runs as) the `postgres` system user.
+//! A local PostgreSQL of its own under a directory, for `park` when the user gives no database
+//! and for the chaos run (which kills, pauses and restarts it): started with the server binaries
+//! Debian's `postgresql` package installs. PostgreSQL refuses to run as root, so under root the
+//! cluster belongs to (and runs as) the `postgres` system user.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -47,6 +47,14 @@ impl LocalPostgres {
             as_postgres,
             port,
         };
+        local.start_server()?;
+        Ok(local)
+    }
+
+    /// Starts the server again (after [`LocalPostgres::stop`] or a crash: it recovers first).
+    pub fn start_server(&self) -> anyhow::Result<()> {
+        let local = self;
+        let port = self.port;
         if !local.dir.join("PG_VERSION").exists() {
             let mut initdb = local.tool("initdb");
             initdb.arg("-D").arg(&local.dir).args([
@@ -58,6 +66,7 @@ impl LocalPostgres {
             ]);
             local.run(&mut initdb, true).context("initdb failed")?;
         }
+        local.clear_stale_lock();
         let options = format!(
             "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={}",
             local.dir.display()
@@ -75,7 +84,50 @@ impl LocalPostgres {
                 local.dir.join("server.log").display()
             )
         })?;
-        Ok(local)
+        Ok(())
+    }
+
+    /// Sends `signal` to the server and every process it started: `Kill` is a crash of the
+    /// whole server, `Stop` and `Cont` pause and resume it.
+    pub fn signal(&self, signal: rustix::process::Signal) -> anyhow::Result<()> {
+        let postmaster = self.postmaster()?;
+        let mut pids = children_of(postmaster);
+        pids.push(postmaster);
+        for pid in pids {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                // A backend may have exited meanwhile: that is no error.
+                let _ = rustix::process::kill_process(pid, signal);
+            }
+        }
+        Ok(())
+    }
+
+    /// After a crash the lock file names a server that is gone, or a zombie nobody reaped (in
+    /// a container whose first process does not reap orphans): PostgreSQL would take it for a
+    /// running server and refuse to start, so a lock of a dead server is removed.
+    fn clear_stale_lock(&self) {
+        if let Ok(pid) = self.postmaster() {
+            if !process_alive(pid) {
+                let socket = format!(".s.PGSQL.{}", self.port);
+                for stale in [
+                    "postmaster.pid".to_string(),
+                    format!("{socket}.lock"),
+                    socket,
+                ] {
+                    let _ = std::fs::remove_file(self.dir.join(stale));
+                }
+            }
+        }
+    }
+
+    /// The server's process id, from its lock file.
+    pub fn postmaster(&self) -> anyhow::Result<i32> {
+        let lock = std::fs::read_to_string(self.dir.join("postmaster.pid"))
+            .context("PostgreSQL is not running (no postmaster.pid)")?;
+        lock.lines()
+            .next()
+            .and_then(|line| line.trim().parse().ok())
+            .context("postmaster.pid has no process id")
     }
 
     /// Settings to reach it: user `park`, trusted on loopback.
@@ -132,6 +184,35 @@ fn as_postgres(program: impl AsRef<std::ffi::OsStr>) -> Command {
         .arg(program)
         .current_dir("/");
     command
+}
+
+/// Whether `pid` runs: a zombie has exited, only its parent has yet to collect it.
+pub fn process_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
+}
+
+/// The processes whose parent is `parent` (the server's backends and workers).
+fn children_of(parent: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                // After the command name in parentheses: state, then the parent's id.
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok())
+                    == Some(parent)
+            })
+        })
+        .collect()
 }
 
 fn chown_to_postgres(dir: &Path) -> anyhow::Result<()> {

@@ -9,8 +9,6 @@
 //! `park token --role customer|cleaner|admin|service [--customer-id UUID]` prints a token of
 //! the same issuer (the same data directory) for pasting into grpcurl and curl.
 
-mod postgres;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -189,7 +187,8 @@ async fn main() -> anyhow::Result<()> {
     let (local_pg, db_config) = if given {
         (None, read_models::config_from_env()?)
     } else {
-        let local = postgres::LocalPostgres::start(&args.data_dir.join("postgres"), args.pg_port)?;
+        let local =
+            local_postgres::LocalPostgres::start(&args.data_dir.join("postgres"), args.pg_port)?;
         read_models::create_database(&local.config("postgres"), "park").await?;
         let config = local.config("park");
         (Some(local), config)
