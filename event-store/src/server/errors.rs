@@ -118,6 +118,13 @@ pub fn from_store(error: StoreError) -> Status {
             wrong_expected_version("", expected, current)
         }
         StoreError::Closed => Status::unavailable("Server Is Not Ready"),
+        StoreError::DiskFull => Status::resource_exhausted(
+            "the event store's disk is full: appends are refused until there is space; reads go on",
+        ),
+        StoreError::Io(message) => {
+            tracing::error!(%message, "storage I/O failure");
+            Status::unavailable("storage I/O failure; try again")
+        }
         StoreError::Storage(message) => {
             tracing::error!(%message, "storage failure");
             Status::internal("storage failure")

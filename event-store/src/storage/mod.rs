@@ -66,7 +66,7 @@ pub struct WriteOutcome {
     pub position: Option<u64>,
 }
 
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum StoreError {
     #[error("wrong expected version: expected {expected:?}, current {current:?}")]
     WrongExpectedVersion {
@@ -77,21 +77,48 @@ pub enum StoreError {
     StreamDeleted(String),
     #[error("storage failure: {0}")]
     Storage(String),
+    /// The disk is full: writes are refused until there is space again; reads go on.
+    #[error("the disk is full")]
+    DiskFull,
+    /// A write to disk failed: the database is reopened before the next write.
+    #[error("storage I/O failure: {0}")]
+    Io(String),
     #[error("the event store is shutting down")]
     Closed,
 }
 
 impl From<redb::Error> for StoreError {
     fn from(e: redb::Error) -> Self {
-        StoreError::Storage(e.to_string())
+        match e {
+            redb::Error::Io(io) if is_disk_full(&io) => StoreError::DiskFull,
+            redb::Error::Io(io) => StoreError::Io(io.to_string()),
+            // redb refuses every write after a failed one until it is reopened.
+            redb::Error::PreviousIo => StoreError::Io("an earlier write failed".into()),
+            other => StoreError::Storage(other.to_string()),
+        }
     }
+}
+
+impl StoreError {
+    /// Whether the database must be reopened before it takes writes again.
+    fn needs_reopen(&self) -> bool {
+        matches!(self, StoreError::DiskFull | StoreError::Io(_))
+    }
+}
+
+fn is_disk_full(e: &std::io::Error) -> bool {
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+        || matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT))
 }
 
 macro_rules! storage_error_from {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
             fn from(e: $t) -> Self {
-                StoreError::Storage(redb::Error::from(e).to_string())
+                StoreError::from(redb::Error::from(e))
             }
         }
     )*};
@@ -120,10 +147,42 @@ enum WriteCommand {
     },
 }
 
+/// The database, shared by the writer and the readers. The writer replaces it when it must be
+/// reopened; meanwhile (milliseconds) there is none and reads are refused as unavailable.
+type SharedDatabase = Arc<std::sync::RwLock<Option<Arc<Database>>>>;
+
+/// How to open the database file, again after a failure.
+#[derive(Clone)]
+struct Opener {
+    path: std::path::PathBuf,
+    cache_bytes: usize,
+}
+
+/// Free space below which writes refused for a full disk are not tried again yet.
+const ROOM_TO_REOPEN: u64 = 4 * 1024 * 1024;
+
+impl Opener {
+    /// Whether the file system holding the database has room for writes again.
+    fn has_room(&self) -> bool {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        match rustix::fs::statvfs(dir) {
+            Ok(stats) => stats.f_bavail.saturating_mul(stats.f_frsize) >= ROOM_TO_REOPEN,
+            // Unknown: try, as before.
+            Err(_) => true,
+        }
+    }
+
+    fn open(&self) -> Result<Database, redb::DatabaseError> {
+        Database::builder()
+            .set_cache_size(self.cache_bytes)
+            .create(&self.path)
+    }
+}
+
 /// A handle on the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    db: SharedDatabase,
     writes: mpsc::Sender<WriteCommand>,
     head: watch::Receiver<u64>,
 }
@@ -139,17 +198,19 @@ impl Store {
     pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Storage(format!("cannot create {}: {e}", dir.display())))?;
-        let db = Database::builder()
-            .set_cache_size(cache_bytes)
-            .create(dir.join("events.redb"))?;
-        let db = Arc::new(db);
+        let opener = Opener {
+            path: dir.join("events.redb"),
+            cache_bytes,
+        };
+        let db = Arc::new(opener.open()?);
         let counters = writer::Counters::initialise(&db)?;
         let (head_tx, head_rx) = watch::channel(counters.head());
         let (tx, rx) = mpsc::channel(4096);
+        let db: SharedDatabase = Arc::new(std::sync::RwLock::new(Some(db)));
         let writer_db = db.clone();
         std::thread::Builder::new()
             .name("event-store-writer".into())
-            .spawn(move || writer::run(writer_db, counters, rx, head_tx))
+            .spawn(move || writer::run(writer_db, opener, counters, rx, head_tx))
             .map_err(|e| StoreError::Storage(format!("cannot start the writer: {e}")))?;
         Ok(Store {
             db,
@@ -203,7 +264,13 @@ impl Store {
 
     /// A consistent read-only view of everything committed so far.
     pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        Snapshot::open(&self.db)
+        let db = self
+            .db
+            .read()
+            .map_err(|_| StoreError::Closed)?
+            .clone()
+            .ok_or(StoreError::Closed)?;
+        Snapshot::open(&db)
     }
 
     /// The position of the newest committed event (0 when the log is empty).

@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prost::Message;
@@ -18,8 +19,8 @@ use super::record::{
 };
 use super::snapshot::last_revision;
 use super::{
-    ExpectedRevision, ProposedEvent, StoreError, WriteCommand, WriteOutcome, COUNTERS, EVENTS,
-    STREAMS, STREAM_EVENTS,
+    ExpectedRevision, Opener, ProposedEvent, SharedDatabase, StoreError, WriteCommand,
+    WriteOutcome, COUNTERS, EVENTS, STREAMS, STREAM_EVENTS,
 };
 
 /// How many waiting writes one transaction takes at most.
@@ -100,15 +101,23 @@ impl Memory {
     }
 }
 
+/// How often a database whose writes failed is tried again: each try reopens it.
+const REOPEN_EVERY: Duration = Duration::from_millis(500);
+
 /// Runs until every [`super::Store`] handle is gone.
 pub fn run(
-    db: Arc<Database>,
+    shared: SharedDatabase,
+    opener: Opener,
     mut counters: Counters,
     mut commands: mpsc::Receiver<WriteCommand>,
     head: watch::Sender<u64>,
 ) {
     let mut memory = Memory::default();
     let mut group = Vec::with_capacity(MAX_GROUP);
+    // The database could not be reopened after a failed write: why, and when it was tried.
+    let mut broken: Option<(StoreError, Instant)> = None;
+    // The last commit failed for want of space: writes wait until the disk has room again.
+    let mut full = false;
     while let Some(first) = commands.blocking_recv() {
         group.push(first);
         while group.len() < MAX_GROUP {
@@ -117,6 +126,32 @@ pub fn run(
                 Err(_) => break,
             }
         }
+        let refusal = match &broken {
+            Some((cause, tried)) if tried.elapsed() < REOPEN_EVERY => Some(cause.clone()),
+            Some(_) => match reopen(&shared, &opener) {
+                Ok(reopened) => {
+                    counters = reopened;
+                    broken = None;
+                    None
+                }
+                Err(e) => {
+                    broken = Some((e.clone(), Instant::now()));
+                    Some(e)
+                }
+            },
+            // Refused without trying while the disk has no room: trying would only fail again.
+            None if full && !opener.has_room() => Some(StoreError::DiskFull),
+            None => None,
+        };
+        let db = shared.read().ok().and_then(|db| db.clone());
+        let (Some(db), None) = (db, &refusal) else {
+            let refusal = refusal.unwrap_or(StoreError::Closed);
+            for command in group.drain(..) {
+                reply(command, Err(refusal.clone()));
+            }
+            continue;
+        };
+        full = false;
         let mut next = counters;
         match commit_group(&db, &mut next, &mut memory, &group) {
             Ok(outcomes) => {
@@ -133,12 +168,47 @@ pub fn run(
             Err(e) => {
                 tracing::error!(error = %e, "a commit failed; its writes are refused");
                 memory = Memory::default();
+                if e.needs_reopen() {
+                    // redb refuses reads and writes after a failed write until it is reopened:
+                    // reopen at once, so that reads go on.
+                    drop(db);
+                    full = e == StoreError::DiskFull;
+                    match reopen(&shared, &opener) {
+                        Ok(reopened) => counters = reopened,
+                        Err(failed) => broken = Some((failed, Instant::now())),
+                    }
+                }
                 for command in group.drain(..) {
                     reply(command, Err(e.clone()));
                 }
             }
         }
     }
+}
+
+/// Closes the database and opens it again, as redb requires after a failed write: opening
+/// repairs it to its last commit. Readers are refused for the moment it takes; their
+/// snapshots of the old file must end before it closes.
+fn reopen(shared: &SharedDatabase, opener: &Opener) -> Result<Counters, StoreError> {
+    let old = shared.write().map_err(|_| StoreError::Closed)?.take();
+    drop(old);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let db = loop {
+        match opener.open() {
+            Ok(db) => break db,
+            // A snapshot of the old file still holds it open: it ends within a read.
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => {
+                // Not reopened: keep serving reads from whatever opens, if anything does.
+                return Err(StoreError::from(e));
+            }
+        }
+    };
+    let counters = Counters::initialise(&db);
+    *shared.write().map_err(|_| StoreError::Closed)? = Some(Arc::new(db));
+    counters
 }
 
 fn reply(command: WriteCommand, outcome: Result<WriteOutcome, StoreError>) {
