@@ -160,6 +160,11 @@ pub async fn serve<K: KeyStore>(
     }
     server
         .timeout(config.payment_timeout * 4 + std::time::Duration::from_secs(5))
+        // A peer that stops answering (a paused or vanished client) is found out and its
+        // connection closed, instead of holding its streams open for ever.
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .layer(in_flight)
         // Overload is refused before anything else is spent on it, even checking the token.
         .layer(shed::Shed::new(config.max_concurrent_calls))
@@ -167,32 +172,50 @@ pub async fn serve<K: KeyStore>(
         .add_service(health_service)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)
-        .add_service(ReservationServiceServer::new(
-            services::reservation::Reservations {
+        .add_service(
+            ReservationServiceServer::new(services::reservation::Reservations {
                 executor: executor.clone(),
                 payments: gateway.clone(),
-            },
-        ))
-        .add_service(PaymentServiceServer::new(services::payment::Payments {
-            executor: executor.clone(),
-            provider,
-        }))
-        .add_service(PaymethodServiceServer::new(
-            services::paymethod::Paymethods {
+            })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            PaymentServiceServer::new(services::payment::Payments {
+                executor: executor.clone(),
+                provider,
+            })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            PaymethodServiceServer::new(services::paymethod::Paymethods {
                 executor: executor.clone(),
                 payments: gateway,
-            },
-        ))
-        .add_service(MessageServiceServer::new(services::message::Messages {
-            executor: executor.clone(),
-        }))
-        .add_service(CustomerServiceServer::new(services::customer::Customers {
-            executor,
-        }))
+            })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            MessageServiceServer::new(services::message::Messages {
+                executor: executor.clone(),
+            })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            CustomerServiceServer::new(services::customer::Customers { executor })
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
         .serve_with_incoming_shutdown(incoming, drain)
         .await?;
     Ok(())
 }
+
+/// The largest request message decoded: every command is a few fields of bounded text, so
+/// anything near this is hostile. Larger ones are refused (OUT_OF_RANGE) before decoding.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// How often an idle connection is pinged, and how long the answer may take.
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Calls at once on one connection; the instance-wide limit is `MAX_CONCURRENT_CALLS`.
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 
 /// The server's certificate chain and key, read once at start.
 fn server_tls(files: &TlsFiles) -> anyhow::Result<tonic::transport::ServerTlsConfig> {

@@ -64,3 +64,18 @@ async fn calls_beyond_the_limit_are_refused_at_once_and_the_rest_succeed() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_is_refused_before_decoding_and_harms_no_one() {
+    let mut s = System::start().await;
+    let mut huge = apply_request(&new_id(), 1_000);
+    huge.customer_name = "x".repeat(command_side::MAX_MESSAGE_BYTES + 1);
+    let refused = s.reservations.apply_reservation(huge).await.unwrap_err();
+    assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
+    assert!(refused.message().contains("too large"), "{refused:?}");
+    // The connection and everyone else carry on.
+    s.reservations
+        .apply_reservation(apply_request(&new_id(), 1_000))
+        .await
+        .unwrap();
+}
