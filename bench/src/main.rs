@@ -21,12 +21,17 @@
 //! every token checked against the services built with `--features no-auth-baseline` (into
 //! `target/no-auth`), to show what checking tokens costs.
 //!
+//! `target/release/bench overload` drives `ApplyReservation` open-loop at 1x, 2x and 4x the
+//! rate 64 closed-loop clients get: accepted throughput, shed share, latency of the accepted
+//! calls and peak memory of the command side (under `pg_virtualenv -o fsync=on`).
+//!
 //! `target/release/bench projector` seeds a million events, rebuilds the read models from them
 //! (events/s into PostgreSQL), then measures the live lag under a steady command load.
 
 mod auth_bench;
 mod commands_bench;
 mod event_store_bench;
+mod overload_bench;
 mod processes;
 mod projector_bench;
 mod queries_bench;
@@ -59,6 +64,9 @@ enum Target {
     /// ApplyReservation and GET /dashboard/{id} with tokens checked and without (needs the
     /// baseline build, wrk and PostgreSQL).
     Auth(auth_bench::Options),
+    /// ApplyReservation open-loop at 1x, 2x and 4x capacity: what is shed, what is served,
+    /// at what latency and memory (needs PostgreSQL).
+    Overload(overload_bench::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -70,5 +78,6 @@ fn main() -> anyhow::Result<()> {
         Target::Queries(options) => queries_bench::run(options, args.runs),
         Target::Projector(options) => projector_bench::run(options, args.runs),
         Target::Auth(options) => auth_bench::run(options, args.runs),
+        Target::Overload(options) => overload_bench::run(options, args.runs),
     }
 }

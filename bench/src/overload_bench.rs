@@ -1,0 +1,214 @@
+//! Overload: the command side driven open-loop (requests sent on a schedule, whether or not
+//! earlier ones have been answered, as real clients arrive) at 1x, 2x and 4x the rate it
+//! sustains. It must shed what it cannot serve (RESOURCE_EXHAUSTED, at once) instead of
+//! queueing it: accepted throughput stays at capacity, accepted calls keep their latency, and
+//! memory stays bounded. Each load level runs on a fresh event store and command side, so that
+//! the peak memory (`VmHWM`) is that level's.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use command_side::proto::reservation_service_client::ReservationServiceClient;
+use command_side::proto::ApplyReservationRequest;
+use tonic::transport::Channel;
+
+use crate::processes::{beside, free_port, start_binary, start_event_store};
+use crate::stats::{median, ms, percentile};
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// Seconds each load level lasts.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// How long a client waits for an answer before it counts the call as failed.
+    #[arg(long, default_value_t = 2_000)]
+    deadline_ms: u64,
+}
+
+/// One load level's figures.
+struct Level {
+    offered: f64,
+    accepted: f64,
+    shed_share: f64,
+    /// Calls neither accepted nor shed: the deadline passed, or another error.
+    failed_share: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    peak_mib: f64,
+}
+
+pub fn run(options: Options, runs: usize) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        // Capacity: what 64 clients in a closed loop get through (as `bench commands`).
+        let command_side = beside("command-side")?;
+        let mut rates = Vec::new();
+        for _ in 0..runs {
+            rates.push(
+                crate::commands_bench::measure(&command_side, 64, options.seconds.min(5), 0)
+                    .await?
+                    .0,
+            );
+        }
+        let capacity = median(&mut rates);
+        println!(
+            "ApplyReservation, open loop, {} s per level, client deadline {} ms; capacity {capacity:.0}/s (closed loop, 64 clients, median of {runs})",
+            options.seconds, options.deadline_ms
+        );
+        println!("  load  offered/s  accepted/s  shed    failed  p50 ms  p99 ms  peak RSS MiB");
+        for factor in [1.0, 2.0, 4.0] {
+            let mut levels = Vec::new();
+            for _ in 0..runs {
+                levels.push(level(&command_side, capacity * factor, &options).await?);
+            }
+            let pick = |f: fn(&Level) -> f64| median(&mut levels.iter().map(f).collect::<Vec<_>>());
+            println!(
+                "  {factor:.0}x  {:>9.0}  {:>10.0}  {:>3.0}%  {:>8.1}%  {:>6.1}  {:>6.1}  {:>12.0}",
+                pick(|l| l.offered),
+                pick(|l| l.accepted),
+                100.0 * pick(|l| l.shed_share),
+                100.0 * pick(|l| l.failed_share),
+                pick(|l| l.p50_ms),
+                pick(|l| l.p99_ms),
+                pick(|l| l.peak_mib),
+            );
+        }
+        Ok(())
+    })
+}
+
+/// One load level on a fresh system.
+async fn level(
+    command_side: &std::path::Path,
+    rate: f64,
+    options: &Options,
+) -> anyhow::Result<Level> {
+    let dir = tempfile::tempdir_in(".")?;
+    let (_store, store_port, _) = start_event_store(dir.path())?;
+    let port = free_port()?;
+    let issuer = crate::processes::issuer().await?;
+    let mut env = crate::processes::auth_env(&issuer);
+    env.push(("COMMAND_LISTEN", format!("127.0.0.1:{port}")));
+    env.push((
+        "EVENT_STORE_URL",
+        format!("esdb://127.0.0.1:{store_port}?tls=false"),
+    ));
+    let (commands, _) = start_binary(command_side, &[], &env, port)?;
+    let pid = commands.0.id();
+    // Several connections, as many clients would open.
+    let mut channels = Vec::new();
+    for _ in 0..8 {
+        let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))?
+            .connect()
+            .await?;
+        channels.push(crate::processes::as_admin(channel, &issuer)?);
+    }
+    // Warm up at the capacity's rate for a second.
+    drive(&channels, rate.min(500.0), Duration::from_secs(1), options).await;
+    let outcome = drive(&channels, rate, Duration::from_secs(options.seconds), options).await;
+    let seconds = options.seconds as f64;
+    let sent = outcome.sent.max(1) as f64;
+    let mut latencies = outcome.latencies;
+    latencies.sort();
+    Ok(Level {
+        offered: outcome.sent as f64 / seconds,
+        accepted: latencies.len() as f64 / seconds,
+        shed_share: outcome.shed as f64 / sent,
+        failed_share: outcome.failed as f64 / sent,
+        p50_ms: ms(percentile(&latencies, 50.0)),
+        p99_ms: ms(percentile(&latencies, 99.0)),
+        peak_mib: peak_rss_kib(pid).unwrap_or(0) as f64 / 1024.0,
+    })
+}
+
+struct Outcome {
+    sent: u64,
+    shed: u64,
+    failed: u64,
+    latencies: Vec<Duration>,
+}
+
+/// Sends `rate` calls per second for `length`, each on its own task, then waits for the last
+/// answers (each within the deadline).
+async fn drive(
+    channels: &[access::client::AuthorizedChannel],
+    rate: f64,
+    length: Duration,
+    options: &Options,
+) -> Outcome {
+    let date = (chrono::Utc::now().date_naive() + chrono::Days::new(7))
+        .format("%Y-%m-%d")
+        .to_string();
+    let deadline = Duration::from_millis(options.deadline_ms);
+    let shed = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    while started.elapsed() < length {
+        tick.tick().await;
+        // As many as the schedule says should have gone by now.
+        let due = (started.elapsed().as_secs_f64() * rate) as u64;
+        while sent < due {
+            let mut client =
+                ReservationServiceClient::new(channels[sent as usize % channels.len()].clone());
+            let request = ApplyReservationRequest {
+                request_id: uuid::Uuid::new_v4().to_string(),
+                customer_id: uuid::Uuid::new_v4().to_string(),
+                customer_name: "Ada Lovelace".into(),
+                place: "12 Analytical Row".into(),
+                request_date: date.clone(),
+                price_cents: 12_500,
+                paymethod_kind: "credit_card".into(),
+            };
+            let (shed, failed, latencies) = (shed.clone(), failed.clone(), latencies.clone());
+            tasks.spawn(async move {
+                let began = Instant::now();
+                let mut call = tonic::Request::new(request);
+                call.set_timeout(deadline);
+                match tokio::time::timeout(deadline, client.apply_reservation(call)).await {
+                    Ok(Ok(_)) => {
+                        if let Ok(mut l) = latencies.lock() {
+                            l.push(began.elapsed());
+                        }
+                    }
+                    Ok(Err(status)) if status.code() == tonic::Code::ResourceExhausted => {
+                        shed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+            sent += 1;
+        }
+        // Collect finished tasks as we go, so that the set does not grow with the run.
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    let latencies = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    Outcome {
+        sent,
+        shed: shed.load(Ordering::Relaxed),
+        failed: failed.load(Ordering::Relaxed),
+        latencies,
+    }
+}
+
+/// The process's peak resident memory so far, in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
