@@ -132,19 +132,31 @@ pub async fn serve_operations(listen: &str) -> std::io::Result<()> {
             ))
         }
     };
+    // A connection that sends no request headers within the timeout (slowloris, idle) is
+    // closed, as on the query side.
+    let listener = listener.into_std()?;
+    let timeout = OPERATIONS_HEADER_TIMEOUT;
     match tls {
         None => {
-            tokio::spawn(async move { axum::serve(listener, operations).await });
+            let mut server = axum_server::from_tcp(listener)?.first_request_timeout(timeout);
+            server.http_builder().http1().header_read_timeout(timeout);
+            tokio::spawn(async move { server.serve(operations.into_make_service()).await });
         }
         Some((cert, key)) => {
             install_crypto_provider();
             let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key).await?;
-            let server = axum_server::from_tcp_rustls(listener.into_std()?, config)?;
+            let mut server =
+                axum_server::from_tcp_rustls(listener, config)?.first_request_timeout(timeout);
+            server.http_builder().http1().header_read_timeout(timeout);
             tokio::spawn(async move { server.serve(operations.into_make_service()).await });
         }
     }
     Ok(())
 }
+
+/// How long the operations listener waits for a request's headers (and for the first request
+/// of a connection) before it closes the connection.
+pub const OPERATIONS_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Whether each long-running part of the process (a projection, a policy) currently reaches
 /// what it depends on. `/readyz` is ready when all are.

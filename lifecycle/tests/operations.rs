@@ -48,3 +48,36 @@ async fn the_operations_endpoints_serve_https_from_certificate_files() {
     let plain = reqwest::get(format!("http://localhost:{port}/healthz")).await;
     assert!(plain.map_or(true, |r| !r.status().is_success()));
 }
+
+/// A connection that never sends its request (slowloris, or just idle) is closed after the
+/// header timeout, and meanwhile everyone else is answered.
+#[tokio::test]
+async fn idle_connections_to_the_operations_endpoints_are_closed() {
+    use tokio::io::AsyncReadExt;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    lifecycle::serve_operations(&format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        idle.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap(),
+        );
+    }
+    let health = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    let wait = lifecycle::OPERATIONS_HEADER_TIMEOUT + std::time::Duration::from_secs(3);
+    let mut buffer = [0u8; 64];
+    let read = tokio::time::timeout(wait, idle[0].read(&mut buffer))
+        .await
+        .expect("an idle connection was left open");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
