@@ -8,7 +8,7 @@ mod connection;
 pub mod convert;
 mod discovery;
 mod errors;
-mod filter;
+pub mod filter;
 mod read;
 mod streams;
 
