@@ -108,7 +108,13 @@ async fn level(
     }
     // Warm up at the capacity's rate for a second.
     drive(&channels, rate.min(500.0), Duration::from_secs(1), options).await;
-    let outcome = drive(&channels, rate, Duration::from_secs(options.seconds), options).await;
+    let outcome = drive(
+        &channels,
+        rate,
+        Duration::from_secs(options.seconds),
+        options,
+    )
+    .await;
     let seconds = options.seconds as f64;
     let sent = outcome.sent.max(1) as f64;
     let mut latencies = outcome.latencies;

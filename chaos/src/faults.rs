@@ -105,7 +105,7 @@ pub async fn inject(
             }
             Kind::Pause => {
                 system.signal(part, Signal::STOP)?;
-                tokio::time::sleep(Duration::from_millis(rng.u64(2_000..6_000))).await;
+                tokio::time::sleep(Duration::from_millis(rng.u64(2_000..12_000))).await;
                 system.signal(part, Signal::CONT)?;
             }
         }
