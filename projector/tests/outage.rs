@@ -139,3 +139,86 @@ async fn the_projector_waits_out_an_event_store_outage_and_resumes() {
         .get(0);
     assert_eq!(rows, 2, "nothing lost, nothing doubled");
 }
+
+/// The cluster's port, as the environment (`pg_virtualenv`) gives it.
+fn cluster_port() -> u16 {
+    let env = read_models::config_from_env().expect("database settings");
+    env.get_ports().first().copied().unwrap_or(5432)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projector_waits_out_a_postgresql_outage_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = event_store::storage::Store::open(dir.path()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let store_port = listener.local_addr().unwrap().port();
+    tokio::spawn(event_store::server::serve(
+        listener,
+        store,
+        Default::default(),
+        std::future::pending(),
+    ));
+    let events = kurrentdb::Client::new(
+        format!("esdb://127.0.0.1:{store_port}?tls=false")
+            .parse()
+            .unwrap(),
+    )
+    .unwrap();
+    let (database, pool) = testkit::fresh_named_database().await;
+    let link = testkit::Link::to(cluster_port()).await;
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics = format!("http://127.0.0.1:{metrics_port}");
+    // Its database (read models, checkpoint and keys) only through the link.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_projector"))
+        .env(
+            "EVENT_STORE_URL",
+            format!("esdb://127.0.0.1:{store_port}?tls=false"),
+        )
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", link.port.to_string())
+        .env("PGDATABASE", &database)
+        .env_remove("DATABASE_URL")
+        .env_remove("KEY_STORE_URL")
+        .env("METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
+        .env("RUST_LOG", "error")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    let before = approve(&events, 1_000).await;
+    eventually("the first event projected", || projected(&pool, before)).await;
+    eventually("ready", || async { ready(&metrics).await == Some(200) }).await;
+
+    // PostgreSQL goes away while events keep coming: the projector stays up, not ready.
+    link.cut();
+    let during = approve(&events, 2_000).await;
+    eventually("not ready during the outage", || async {
+        ready(&metrics).await == Some(503)
+    })
+    .await;
+    assert!(child.try_wait().unwrap().is_none(), "the projector exited");
+
+    // It comes back: the projector resumes from its checkpoint by itself.
+    link.restore();
+    eventually("the event written during the outage projected", || {
+        projected(&pool, during)
+    })
+    .await;
+    eventually("ready again", || async {
+        ready(&metrics).await == Some(200)
+    })
+    .await;
+    let rows: i64 = pool
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM payments", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 2, "nothing lost, nothing doubled");
+}
