@@ -136,3 +136,68 @@ async fn the_policies_wait_out_an_event_store_outage_and_resume() {
     assert!(child.try_wait().unwrap().is_none());
     assert_eq!(refunds(&running, &before).await, 1, "refunded once");
 }
+
+/// The cluster's port, as the environment (`pg_virtualenv`) gives it.
+fn cluster_port() -> u16 {
+    let env = read_models::config_from_env().expect("database settings");
+    env.get_ports().first().copied().unwrap_or(5432)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policies_wait_out_a_postgresql_outage_and_resume() {
+    let running = testkit::Running::start().await;
+    let (database, _pool) = testkit::fresh_named_database().await;
+    let link = testkit::Link::to(cluster_port()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let operations = format!("http://127.0.0.1:{port}");
+    let service = running.issuer.service_client();
+    // Their checkpoints and state only through the link.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_policies"))
+        .env("EVENT_STORE_URL", &running.event_store_url)
+        .env("COMMAND_ENDPOINT", &running.command_url)
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", link.port.to_string())
+        .env("PGDATABASE", &database)
+        .env_remove("DATABASE_URL")
+        .env("METRICS_LISTEN", format!("127.0.0.1:{port}"))
+        .env("AUTH_ISSUER", running.issuer.url())
+        .env("AUTH_CLIENT_ID", &service.client_id)
+        .env("AUTH_CLIENT_SECRET", &service.client_secret)
+        .env("RUST_LOG", "error")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    let before = cancelled(&running).await;
+    eventually("the first cancellation refunded", || async {
+        refunds(&running, &before).await == 1
+    })
+    .await;
+    eventually("ready", || async { ready(&operations).await == Some(200) }).await;
+
+    // PostgreSQL goes away while cancellations keep coming.
+    link.cut();
+    let during = cancelled(&running).await;
+    eventually("not ready during the outage", || async {
+        ready(&operations).await == Some(503)
+    })
+    .await;
+    assert!(child.try_wait().unwrap().is_none(), "the policies exited");
+
+    link.restore();
+    eventually(
+        "the cancellation made during the outage refunded",
+        || async { refunds(&running, &during).await == 1 },
+    )
+    .await;
+    eventually("ready again", || async {
+        ready(&operations).await == Some(200)
+    })
+    .await;
+    assert_eq!(refunds(&running, &before).await, 1, "refunded once");
+    assert_eq!(refunds(&running, &during).await, 1, "refunded once");
+}
