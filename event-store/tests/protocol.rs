@@ -462,6 +462,23 @@ async fn filters_all_on_the_server() {
         read(SubscriptionFilter::on_stream_name().regex("^\\$")).await,
         vec![99]
     );
+    // Filters are .NET regular expressions: the Python client's default, a negative
+    // look-ahead, excludes system events; look-behind works too.
+    assert_eq!(
+        read(
+            SubscriptionFilter::on_event_type().regex(r"^(?!(\$.+$|PersistentConfig\d+$|Result$))")
+        )
+        .await,
+        (0..20).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        read(SubscriptionFilter::on_stream_name().regex(r"(?<=^invoice)-1$")).await,
+        invoices
+    );
+    assert_eq!(
+        read(SubscriptionFilter::on_event_type().regex(r"^(\w)\w*(?<!Sent)$")).await,
+        (0..20).filter(|n| n % 4 != 0).collect::<Vec<_>>()
+    );
     s.stop().await;
 }
 

@@ -1,10 +1,13 @@
 //! Server-side filters on `$all`: by stream name or by event type, with a regex or prefixes.
 
-use regex::{Regex, RegexBuilder};
+use fancy_regex::{Regex, RegexBuilder};
 use tonic::Status;
 
 use crate::proto::streams::read_req::options::{filter_options, FilterOption, FilterOptions};
 use crate::storage::StoredEvent;
+
+/// Backtracking steps a filter's regular expression may take on one stream name or event type.
+const BACKTRACK_LIMIT: usize = 100_000;
 
 /// The window when the client asks for `count`: pages stop after this many events considered.
 const DEFAULT_WINDOW: u64 = 32;
@@ -47,8 +50,13 @@ impl EventFilter {
         let regex = if expression.regex.is_empty() {
             None
         } else {
+            // The real server's filters are .NET regular expressions, and clients send what
+            // .NET accepts: look-ahead and look-behind (the Python client's default filter is
+            // a negative look-ahead), backreferences, atomic groups. A backtracking engine
+            // reads them; its limits keep a hostile pattern from running away.
             let compiled = RegexBuilder::new(&expression.regex)
-                .size_limit(1 << 20)
+                .delegate_size_limit(1 << 20)
+                .backtrack_limit(BACKTRACK_LIMIT)
                 .build()
                 .map_err(|e| Status::invalid_argument(format!("invalid filter regex: {e}")))?;
             Some(compiled)
@@ -69,7 +77,8 @@ impl EventFilter {
             event.event_type.as_str()
         };
         match &self.regex {
-            Some(regex) => regex.is_match(subject),
+            // A subject on which the pattern exceeds its backtracking budget does not match.
+            Some(regex) => regex.is_match(subject).unwrap_or(false),
             None => self
                 .prefixes
                 .iter()
