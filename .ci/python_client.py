@@ -33,6 +33,11 @@ assert types[-2:] == ["OrderPlaced", "OrderShipped"], types
 assert not any(e.stream_name.startswith("$") for e in everything), types
 assert client.get_commit_position() >= everything[-1].commit_position
 
+# Excluding nothing shows the stream metadata as the real server writes it: a $metadata event
+# in $$stream.
+unfiltered = [(e.stream_name, e.type) for e in client.read_all(filter_exclude=[])]
+assert (f"$${stream}", "$metadata") in unfiltered, unfiltered
+
 # Include filters become ^(a|b)$ on the server.
 shipped = list(client.read_all(filter_include=["Order.*ped"]))
 assert [e.type for e in shipped] == ["OrderShipped"], shipped
