@@ -37,7 +37,7 @@ pub struct FaultTally {
     pub by_kind: BTreeMap<Kind, u32>,
     pub by_part: BTreeMap<Part, u32>,
     /// How long each part took to accept connections again after a crash or a stop.
-    pub restart_times: Vec<Duration>,
+    pub restart_times: Vec<(Part, Duration)>,
     /// Parts that exited without being told to, with how.
     pub unexpected_exits: Vec<String>,
 }
@@ -118,7 +118,7 @@ async fn restart(system: &mut System, part: Part, tally: &mut FaultTally) -> any
     let started = Instant::now();
     system.start_part(part)?;
     system.wait_until_up(part).await?;
-    tally.restart_times.push(started.elapsed());
+    tally.restart_times.push((part, started.elapsed()));
     Ok(())
 }
 

@@ -176,9 +176,32 @@ async fn run(
             .collect::<Vec<_>>()
             .join(", "),
         ledger.len(),
-        median(&tally.restart_times)
+        median(&tally.restart_times.iter().map(|(_, d)| *d).collect::<Vec<_>>())
             .map(|d| format!("{:.2} s", d.as_secs_f64()))
             .unwrap_or_else(|| "-".into()),
+    );
+    // From the start of the process (or of pg_ctl, which waits for recovery) until its port
+    // accepts connections again.
+    let mut restarts: std::collections::BTreeMap<system::Part, Vec<Duration>> = Default::default();
+    for (part, took) in &tally.restart_times {
+        restarts.entry(*part).or_default().push(*took);
+    }
+    println!(
+        "    back up after a restart (median / max): {}",
+        restarts
+            .iter()
+            .map(|(part, times)| {
+                let max = times.iter().max().copied().unwrap_or_default();
+                let mid = median(times).unwrap_or_default();
+                format!(
+                    "{} {:.2} / {:.2} s",
+                    part.name(),
+                    mid.as_secs_f64(),
+                    max.as_secs_f64()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!(
         "    by part: {}",
