@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use access::{AuthSettings, ClientSettings};
 
-/// Calls served at once by default. Measured with `bench overload` on 2 cores: 64 sustains
-/// more than 256 (2565 against 2342 calls/s) and at 4x that rate keeps p99 at 53 ms against
-/// 161 ms, since calls past the store's group commit only wait in memory; see BENCHMARKS.md.
+/// Calls served at once by default: past what the store's group commit absorbs, admitted calls
+/// only wait in memory, so 64 sustains as much as 256 did with a third of the p99 at four
+/// times the load (`bench overload`, BENCHMARKS.md).
 pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 64;
 
 #[derive(Debug, Clone)]
