@@ -4,6 +4,7 @@ negative look-ahead. Run by .ci/python-client; an assertion that fails fails CI.
 
 import sys
 import threading
+import time
 import uuid
 
 from kurrentdbclient import KurrentDBClient, NewEvent, StreamState
@@ -73,4 +74,58 @@ except KurrentDBClientError:
 else:
     raise AssertionError("a malformed filter was accepted")
 
-print(f"kurrentdbclient: {len(everything)} events read with the default filter, subscription live, bad filter refused")
+# Persistent subscriptions: a consumer group on a stream, with acks, a parked event replayed,
+# the group's figures, and the client's exceptions for an existing or missing group.
+from kurrentdbclient.exceptions import AlreadyExistsError, NotFoundError
+
+orders = f"order-{uuid.uuid4()}"
+client.append_to_stream(
+    orders,
+    current_version=StreamState.NO_STREAM,
+    events=[NewEvent(type="OrderPlaced", data=b'{"n": %d}' % i) for i in range(3)],
+)
+client.create_subscription_to_stream("billing", orders, min_checkpoint_count=1, max_checkpoint_count=1)
+try:
+    client.create_subscription_to_stream("billing", orders)
+except AlreadyExistsError:
+    pass
+else:
+    raise AssertionError("a second group of the same name was accepted")
+group = client.read_subscription_to_stream("billing", orders)
+delivered = []
+for event in group:
+    delivered.append((event.stream_position, event.retry_count))
+    if event.stream_position == 1:
+        group.nack(event, action="park")
+    else:
+        group.ack(event)
+    if len(delivered) == 3:
+        break
+assert delivered == [(0, 0), (1, 0), (2, 0)], delivered
+# The client sends acks and nacks in batches: the park is done once the group counts it.
+for _ in range(100):
+    if client.get_subscription_info("billing", orders).parked_message_count == 1:
+        break
+    time.sleep(0.05)
+else:
+    raise AssertionError("the nacked event was not parked")
+client.replay_parked_events("billing", orders)
+for event in group:
+    assert event.stream_position == 1, event
+    group.ack(event)
+    break
+group.stop()
+info = client.get_subscription_info("billing", orders)
+assert info.event_source == orders and info.group_name == "billing", info
+assert info.start_from == "0", info.start_from
+assert info.consumer_strategy == "DispatchToSingle", info.consumer_strategy
+assert any(i.group_name == "billing" for i in client.list_subscriptions_to_stream(orders))
+client.delete_subscription("billing", orders)
+try:
+    client.get_subscription_info("billing", orders)
+except NotFoundError:
+    pass
+else:
+    raise AssertionError("a deleted group still answered")
+
+print(f"kurrentdbclient: {len(everything)} events read with the default filter, subscription live, bad filter refused, a persistent subscription consumed, parked and replayed")

@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/streams.proto",
                 "proto/serverfeatures.proto",
                 "proto/gossip.proto",
+                "proto/persistent.proto",
             ],
             &[std::path::Path::new("proto"), include.as_path()],
         )?;

@@ -6,7 +6,9 @@
 //!
 //! - [`storage`]: durable, crash-safe storage with group commit, on `redb`.
 //! - [`server`]: the gRPC services over it.
+//! - [`persistent`]: persistent subscriptions, the consumer groups the store keeps.
 
+pub mod persistent;
 pub mod proto;
 pub mod server;
 pub mod storage;

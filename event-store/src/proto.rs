@@ -14,6 +14,9 @@ pub mod event_store {
         pub mod gossip {
             tonic::include_proto!("event_store.client.gossip");
         }
+        pub mod persistent_subscriptions {
+            tonic::include_proto!("event_store.client.persistent_subscriptions");
+        }
     }
 }
 
@@ -24,4 +27,5 @@ pub mod google {
 }
 
 pub use event_store::client as shared;
+pub use event_store::client::persistent_subscriptions as persistent;
 pub use event_store::client::{gossip, server_features, streams};

@@ -2,48 +2,15 @@
 //! acknowledged event and leaves no append in part; SIGTERM stops it cleanly, live
 //! subscriptions and all.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::Stdio;
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kurrentdb::{AppendToStreamOptions, Client, ClientSettings, EventData, ReadStreamOptions};
-use tokio::process::{Child, Command};
+use kurrentdb::{AppendToStreamOptions, EventData, ReadStreamOptions};
+use tokio::process::Command;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts the real binary and waits until it accepts connections.
-async fn start(dir: &Path) -> (Child, Client) {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_event-store"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start event-store");
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            let settings: ClientSettings = format!("esdb://127.0.0.1:{port}?tls=false")
-                .parse()
-                .unwrap();
-            return (child, Client::new(settings).unwrap());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("event-store did not start");
-}
+use common::start_binary as start;
 
 const PER_APPEND: u64 = 3;
 

@@ -426,7 +426,7 @@ async fn concurrent_writers_on_many_streams_all_land_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn discovery_lists_only_what_is_served_and_one_leader() {
+async fn discovery_lists_what_is_served_and_one_leader() {
     use event_store::proto::gossip::{gossip_client::GossipClient, member_info::VNodeState};
     use event_store::proto::server_features::server_features_client::ServerFeaturesClient;
     let s = TestStore::start().await;
@@ -452,10 +452,32 @@ async fn discovery_lists_only_what_is_served_and_one_leader() {
             "{method}"
         );
     }
-    assert!(
-        methods
+    // Persistent subscriptions with both sources, so that the clients use gRPC for all of it.
+    let persistent = "event_store.client.persistent_subscriptions.persistentsubscriptions";
+    for method in [
+        "create",
+        "getinfo",
+        "replayparked",
+        "list",
+        "restartsubsystem",
+    ] {
+        let listed = features
+            .methods
             .iter()
-            .all(|(service, _)| !service.contains("persistent")),
+            .find(|m| m.service_name == persistent && m.method_name == method)
+            .unwrap_or_else(|| panic!("{method} is not listed"));
+        assert_eq!(listed.features, vec!["stream", "all"]);
+    }
+    // Nothing that is not served: every service listed answers.
+    let served = [
+        "streams.streams",
+        "gossip.gossip",
+        "server_features.serverfeatures",
+    ];
+    assert!(
+        methods.iter().all(
+            |(service, _)| service == persistent || served.iter().any(|s| service.ends_with(s))
+        ),
         "{methods:?}"
     );
     assert!(features.event_store_server_version.split('.').count() == 3);

@@ -22,6 +22,26 @@ impl Credentials {
     }
 }
 
+/// The user named by a request's basic credentials (checked by [`Authenticate`] already).
+pub fn username(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
+    basic_credentials(metadata).map(|c| c.username)
+}
+
+fn basic_credentials(metadata: &tonic::metadata::MetadataMap) -> Option<Credentials> {
+    metadata
+        .get("authorization")?
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .and_then(|text| Credentials::parse(&text))
+}
+
 /// An interceptor that lets every call through when no credentials are configured.
 #[derive(Clone)]
 pub struct Authenticate(pub Option<Credentials>);
@@ -31,21 +51,10 @@ impl tonic::service::Interceptor for Authenticate {
         let Some(expected) = &self.0 else {
             return Ok(request);
         };
-        let Some(header) = request.metadata().get("authorization") else {
+        if request.metadata().get("authorization").is_none() {
             return Err(errors::access_denied());
-        };
-        let given = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Basic "))
-            .and_then(|b| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(b.trim())
-                    .ok()
-            })
-            .and_then(|raw| String::from_utf8(raw).ok())
-            .and_then(|text| Credentials::parse(&text));
-        match given {
+        }
+        match basic_credentials(request.metadata()) {
             Some(c) if c.username == expected.username && c.password == expected.password => {
                 Ok(request)
             }

@@ -34,8 +34,10 @@ impl ServerFeatures for Discovery {
             service_name: service.into(),
             features: features.iter().map(|f| f.to_string()).collect(),
         };
-        // Only what is served: a client must not be told of persistent subscriptions.
-        let methods = vec![
+        const PERSISTENT: &str =
+            "event_store.client.persistent_subscriptions.persistentsubscriptions";
+        // Only what is served, as the real server lists it.
+        let mut methods = vec![
             method("read", STREAMS, &["position", "events"]),
             method("append", STREAMS, &[]),
             method("delete", STREAMS, &[]),
@@ -48,6 +50,18 @@ impl ServerFeatures for Discovery {
                 &[],
             ),
         ];
+        for name in [
+            "create",
+            "update",
+            "delete",
+            "read",
+            "getinfo",
+            "replayparked",
+            "list",
+            "restartsubsystem",
+        ] {
+            methods.push(method(name, PERSISTENT, &["stream", "all"]));
+        }
         Ok(Response::new(SupportedMethods {
             methods,
             event_store_server_version: SERVER_VERSION.into(),

@@ -47,26 +47,44 @@ impl EventFilter {
                 "'checkpointIntervalMultiplier' must be greater than 0",
             ));
         }
-        let regex = if expression.regex.is_empty() {
+        EventFilter::new(
+            on_stream,
+            &expression.regex,
+            expression.prefix,
+            window * options.checkpoint_interval_multiplier as u64,
+        )
+        .map(Some)
+        .map_err(Status::invalid_argument)
+    }
+
+    /// A filter on stream names (`on_stream`) or event types: the regex decides when given,
+    /// otherwise any of the prefixes. The error names what is wrong with the regex.
+    pub fn new(
+        on_stream: bool,
+        regex: &str,
+        prefixes: Vec<String>,
+        checkpoint_interval: u64,
+    ) -> Result<EventFilter, String> {
+        let regex = if regex.is_empty() {
             None
         } else {
             // The real server's filters are .NET regular expressions, and clients send what
             // .NET accepts: look-ahead and look-behind (the Python client's default filter is
             // a negative look-ahead), backreferences, atomic groups. A backtracking engine
             // reads them; its limits keep a hostile pattern from running away.
-            let compiled = RegexBuilder::new(&expression.regex)
+            let compiled = RegexBuilder::new(regex)
                 .delegate_size_limit(1 << 20)
                 .backtrack_limit(BACKTRACK_LIMIT)
                 .build()
-                .map_err(|e| Status::invalid_argument(format!("invalid filter regex: {e}")))?;
+                .map_err(|e| format!("invalid filter regex: {e}"))?;
             Some(compiled)
         };
-        Ok(Some(EventFilter {
+        Ok(EventFilter {
             on_stream,
             regex,
-            prefixes: expression.prefix,
-            checkpoint_interval: window * options.checkpoint_interval_multiplier as u64,
-        }))
+            prefixes,
+            checkpoint_interval,
+        })
     }
 
     /// A regex, when given, decides; otherwise any prefix does.

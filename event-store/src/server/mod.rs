@@ -9,7 +9,9 @@ pub mod convert;
 mod discovery;
 mod errors;
 pub mod filter;
-mod read;
+mod health;
+mod persistent;
+pub(crate) mod read;
 mod streams;
 
 use std::future::Future;
@@ -28,6 +30,7 @@ pub use convert::AppendLimits;
 pub use discovery::SERVER_VERSION;
 
 use crate::proto::gossip::gossip_server::GossipServer;
+use crate::proto::persistent::persistent_subscriptions_server::PersistentSubscriptionsServer;
 use crate::proto::server_features::server_features_server::ServerFeaturesServer;
 use crate::proto::streams::streams_server::StreamsServer;
 use crate::storage::Store;
@@ -44,6 +47,8 @@ pub struct ServerOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    #[error("cannot start the persistent subscriptions: {0}")]
+    Persistent(#[from] crate::persistent::PersistentError),
     #[error("cannot read the TLS files: {0}")]
     Tls(std::io::Error),
     #[error("the gRPC server failed: {0}")]
@@ -67,11 +72,15 @@ pub async fn serve(
         advertised: address,
         instance_id: 0x4b75_7272_656e_7444_4265_6d62_6564_6465,
     };
+    let subsystem = crate::persistent::Subsystem::start(store.clone(), stop_rx.clone()).await?;
+    let persistent = persistent::PersistentService::new(subsystem, stop_rx.clone());
     let streams = streams::StreamsService::new(store, options.limits, stop_rx);
     // An event may be as large as the limit, plus its envelope.
     let max_message = options.limits.max_event_size + 1024 * 1024;
 
     let mut builder = Server::builder()
+        // HTTP/1.1 too, for `GET /health/live`; gRPC stays on HTTP/2.
+        .accept_http1(true)
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)));
     if let Some((cert, key)) = &options.tls {
@@ -82,9 +91,14 @@ pub async fn serve(
             builder.tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))?;
     }
     let router = builder
+        .add_service(health::Health)
         .add_service(ServerFeaturesServer::new(discovery()))
         .add_service(tonic::service::interceptor::InterceptedService::new(
             GossipServer::new(discovery()),
+            authenticate.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            PersistentSubscriptionsServer::new(persistent).max_encoding_message_size(max_message),
             authenticate.clone(),
         ))
         .add_service(tonic::service::interceptor::InterceptedService::new(

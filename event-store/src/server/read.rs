@@ -223,8 +223,11 @@ fn to_messages(
     Ok(out)
 }
 
-/// A link's data is `revision@stream`.
-fn resolve_link(snapshot: &Snapshot, link: &Recorded) -> Result<Option<Recorded>, StoreError> {
+/// A link's data is `revision@stream`; its target, if still visible.
+pub(crate) fn resolve_link(
+    snapshot: &Snapshot,
+    link: &Recorded,
+) -> Result<Option<Recorded>, StoreError> {
     let text = String::from_utf8_lossy(&link.event.data);
     let Some((revision, stream)) = text.split_once('@') else {
         return Ok(None);

@@ -14,7 +14,7 @@ pub struct TestStore {
     pub store: Store,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl TestStore {
@@ -25,7 +25,30 @@ impl TestStore {
     /// `userinfo` is put in the connection string, e.g. `admin:changeit@`.
     pub async fn start_with(options: ServerOptions, userinfo: &str) -> TestStore {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(dir.path()).expect("open store");
+        let mut started = Self::serve(dir.path(), options, userinfo).await;
+        started._dir = Some(dir);
+        started
+    }
+
+    /// A store on data that outlives it: stop it, then start another on the same `dir`.
+    pub async fn start_in(dir: &std::path::Path) -> TestStore {
+        Self::serve(dir, ServerOptions::default(), "").await
+    }
+
+    async fn serve(dir: &std::path::Path, options: ServerOptions, userinfo: &str) -> TestStore {
+        // A store stopped just before may still be closing its file.
+        let mut tries = 0;
+        let store = loop {
+            match Store::open(dir) {
+                Ok(store) => break store,
+                Err(e) if tries < 100 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("open store: {e}"),
+            }
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -46,7 +69,7 @@ impl TestStore {
             store,
             stop: Some(stop),
             server: Some(server),
-            _dir: dir,
+            _dir: None,
         }
     }
 
@@ -75,4 +98,33 @@ pub fn event(kind: &str, n: u64) -> EventData {
 
 pub fn stream_name(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The real binary on `dir`, started and accepting connections; killed when dropped.
+pub async fn start_binary(dir: &std::path::Path) -> (tokio::process::Child, Client) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_event-store"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start event-store");
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return (
+                child,
+                connect(&format!("esdb://127.0.0.1:{port}?tls=false")),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("event-store did not start");
 }
