@@ -128,3 +128,21 @@ pub async fn start_binary(dir: &std::path::Path) -> (tokio::process::Child, Clie
     }
     panic!("event-store did not start");
 }
+
+/// A stream name no other test uses (the name the official client's suites call it by).
+pub fn fresh_stream_id(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4())
+}
+
+/// `count` JSON events of one type, numbered from 1 (the official client's suites use these).
+pub fn generate_events(event_type: impl AsRef<str>, count: usize) -> Vec<EventData> {
+    (1..=count)
+        .map(|i| {
+            EventData::json(
+                event_type.as_ref(),
+                &serde_json::json!({ "event_index": i }),
+            )
+            .expect("json")
+        })
+        .collect()
+}
