@@ -29,7 +29,7 @@ impl Kind {
 }
 
 /// The parts a fault may hit: all of them.
-const TARGETS: [Part; 9] = Part::ALL;
+const TARGETS: [Part; Part::ALL.len()] = Part::ALL;
 
 /// What happened, for the report.
 #[derive(Debug, Default)]

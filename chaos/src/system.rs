@@ -25,14 +25,15 @@ pub enum Part {
     Commands2,
     Projector1,
     Projector2,
-    Policies,
+    Policies1,
+    Policies2,
     QuerySide,
     Postgres,
 }
 
 impl Part {
     /// Every part, in the order they start.
-    pub const ALL: [Part; 9] = [
+    pub const ALL: [Part; 10] = [
         Part::Postgres,
         Part::EventStore,
         Part::Payment,
@@ -40,7 +41,8 @@ impl Part {
         Part::Commands2,
         Part::Projector1,
         Part::Projector2,
-        Part::Policies,
+        Part::Policies1,
+        Part::Policies2,
         Part::QuerySide,
     ];
 
@@ -52,7 +54,8 @@ impl Part {
             Part::Commands2 => "command-side-2",
             Part::Projector1 => "projector-1",
             Part::Projector2 => "projector-2",
-            Part::Policies => "policies",
+            Part::Policies1 => "policies-1",
+            Part::Policies2 => "policies-2",
             Part::QuerySide => "query-side",
             Part::Postgres => "postgresql",
         }
@@ -125,7 +128,8 @@ pub struct Ports {
     /// Kubernetes Service.
     pub balancer: u16,
     pub projectors: [u16; 2],
-    pub policies: u16,
+    /// Two replicas of one consumer group per policy: they share the work.
+    pub policies: [u16; 2],
     pub query_side: u16,
 }
 
@@ -159,7 +163,7 @@ impl System {
             commands: [free_port()?, free_port()?],
             balancer: free_port()?,
             projectors: [free_port()?, free_port()?],
-            policies: free_port()?,
+            policies: [free_port()?, free_port()?],
             query_side: free_port()?,
         };
         std::fs::create_dir_all(dir.join("logs"))?;
@@ -222,6 +226,20 @@ impl System {
                 ("SHUTDOWN_DRAIN_DELAY_MS", "0".into()),
             ])
         };
+        let policies = |port: u16, part: Part| {
+            let env = with(&[
+                ("METRICS_LISTEN", listen(port)),
+                (
+                    "COMMAND_ENDPOINT",
+                    format!("http://127.0.0.1:{}", p.balancer),
+                ),
+                (
+                    "ORPHAN_AFTER_MS",
+                    settings.orphan_after.as_millis().to_string(),
+                ),
+            ]);
+            (part, "policies", Vec::new(), env, port)
+        };
         let data = self.dir.join("event-store").to_string_lossy().to_string();
         let definitions: Vec<(Part, &str, Vec<String>, Vec<(String, String)>, u16)> = vec![
             (
@@ -271,23 +289,8 @@ impl System {
                 with(&[("METRICS_LISTEN", listen(p.projectors[1]))]),
                 p.projectors[1],
             ),
-            (
-                Part::Policies,
-                "policies",
-                Vec::new(),
-                with(&[
-                    ("METRICS_LISTEN", listen(p.policies)),
-                    (
-                        "COMMAND_ENDPOINT",
-                        format!("http://127.0.0.1:{}", p.balancer),
-                    ),
-                    (
-                        "ORPHAN_AFTER_MS",
-                        settings.orphan_after.as_millis().to_string(),
-                    ),
-                ]),
-                p.policies,
-            ),
+            policies(p.policies[0], Part::Policies1),
+            policies(p.policies[1], Part::Policies2),
             (
                 Part::QuerySide,
                 "query-side",

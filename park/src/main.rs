@@ -252,6 +252,7 @@ async fn main() -> anyhow::Result<()> {
         payments: payments.clone(),
     };
     let notify = policies::NotifyCustomer {
+        events: events.clone(),
         messages: command_side::proto::message_service_client::MessageServiceClient::new(
             command_channel.clone(),
         ),
@@ -277,8 +278,8 @@ async fn main() -> anyhow::Result<()> {
             }
         };
         tokio::try_join!(
-            policies::follow(&refunds, &events, &policy_pool, until_stopped()),
-            policies::follow(&notify, &events, &policy_pool, until_stopped()),
+            policies::consume(&refunds, &events, &policy_pool, until_stopped()),
+            policies::consume(&notify, &events, &policy_pool, until_stopped()),
             orphans.run(until_stopped()),
         )
     });

@@ -1,31 +1,34 @@
 //! The process managers of DOMAIN.md: events that cause commands.
 //!
-//! Each policy follows `$all` (filtered on the server to the events it reacts to) from its own
-//! checkpoint ([`follow`]), and acts through the command side's gRPC API, so that the same
-//! rules, checks and idempotency apply as for any client. Acting exactly once rests on two
-//! facts: the request id of each command derives from the triggering event's id (a repeat
-//! returns the original result), and the checkpoint only moves past an event once its commands
-//! were answered, in the same transaction as the policy's own state. Commands carry the
-//! triggering event's correlation id, and the event itself as their cause.
+//! Each policy is a consumer group of the event store ([`consumer`]): a persistent subscription
+//! to `$all`, filtered on the server to the events it reacts to, shared by every replica of
+//! `policies`. It acts through the command side's gRPC API, so that the same rules, checks and
+//! idempotency apply as for any client. Acting exactly once rests on two facts: the request id
+//! of each command derives from the triggering event's id (a repeat returns the original
+//! result), and an event is acknowledged only once its commands were answered and the policy's
+//! own state committed; one not acknowledged is handed out again. What an event does not say
+//! (whose reservation it is) is read from the event store ([`store`]), never from a replica's
+//! memory, so that the order in which replicas handle neighbouring events does not matter.
+//! Commands carry the triggering event's correlation id, and the event itself as their cause.
 //!
 //! - [`RefundOnCancel`]: ReservationCancelled -> cancel (refund) its payment.
 //! - [`NotifyCustomer`]: every step a customer hears about -> a message.
 //! - [`RefundOrphanedPayments`]: an approved payment without a reservation -> refund.
 
-pub mod follow;
+pub mod consumer;
 mod notify;
 mod orphans;
+pub mod store;
 
 use access::client::AuthorizedChannel;
 use command_side::proto::payment_service_client::PaymentServiceClient;
 use command_side::proto::CancelPaymentRequest;
 use domain::reservation::ReservationEvent;
 use events::Event;
-use kurrentdb::ReadStreamOptions;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
-pub use follow::{follow, Policy, Trigger};
+pub use consumer::{consume, Policy, Trigger};
 pub use notify::NotifyCustomer;
 pub use orphans::RefundOrphanedPayments;
 
@@ -69,8 +72,8 @@ impl Policy for RefundOnCancel {
             payment_id: payment_id.to_string(),
         };
         // Already refunded, or never approved, is an answer too: nothing (more) to do.
-        follow::until_answered("refund a cancelled reservation", || {
-            let request = follow::request(cancel.clone(), t.correlation_id(), t.id);
+        consumer::until_answered("refund a cancelled reservation", || {
+            let request = consumer::request(cancel.clone(), t.correlation_id(), t.id);
             let mut payments = self.payments.clone();
             async move { payments.cancel_payment(request).await }
         })
@@ -86,35 +89,12 @@ impl RefundOnCancel {
         reservation_id: domain::ReservationId,
     ) -> Result<Option<domain::PaymentId>, PolicyError> {
         let stream = events::streams::reservation(reservation_id);
-        let mut read = match self
-            .events
-            .read_stream(stream.as_str(), &ReadStreamOptions::default().max_count(1))
-            .await
-        {
-            Ok(read) => read,
-            Err(kurrentdb::Error::ResourceNotFound) => return Ok(None),
-            Err(e) => return Err(PolicyError::EventStore(e.to_string())),
-        };
-        let Some(first) = read
-            .next()
-            .await
-            .map_err(|e| PolicyError::EventStore(e.to_string()))?
-        else {
-            return Ok(None);
-        };
-        let recorded = first.get_original_event();
-        Ok(
-            match events::decode(
-                &recorded.event_type,
-                events::SCHEMA_VERSION,
-                &recorded.data,
-                None,
-            ) {
-                Ok(Event::Reservation(ReservationEvent::CleaningRequested(requested))) => {
-                    Some(requested.payment_id)
-                }
-                _ => None,
-            },
-        )
+        Ok(match store::first(&self.events, &stream).await? {
+            Some(store::Stored {
+                event: Event::Reservation(ReservationEvent::CleaningRequested(requested)),
+                ..
+            }) => Some(requested.payment_id),
+            _ => None,
+        })
     }
 }

@@ -1,6 +1,6 @@
 //! `policies`: the process managers (refund on cancel, notify the customer, refund orphaned
-//! payments), each on its own subscription and checkpoint, acting through the command side
-//! like any client.
+//! payments), each a consumer group of the event store that every replica joins, acting
+//! through the command side like any client.
 //!
 //! Settings: `EVENT_STORE_URL` (esdb://127.0.0.1:2113?tls=false; or `EVENT_STORE_URL_FILE`),
 //! `COMMAND_ENDPOINT` (http://127.0.0.1:50051; `https://` is verified against the system's
@@ -17,7 +17,7 @@ use anyhow::Context;
 use command_side::proto::message_service_client::MessageServiceClient;
 use command_side::proto::payment_service_client::PaymentServiceClient;
 use command_side::proto::reservation_service_client::ReservationServiceClient;
-use policies::{follow, NotifyCustomer, Policy, RefundOnCancel, RefundOrphanedPayments};
+use policies::{consume, NotifyCustomer, Policy, RefundOnCancel, RefundOrphanedPayments};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -53,13 +53,15 @@ async fn main() -> anyhow::Result<()> {
         .context("cannot migrate the policies' tables")?;
 
     // Each policy stops between two events when asked; the event store, the command side or
-    // PostgreSQL going away is waited out (not ready meanwhile), resuming from the checkpoint.
+    // PostgreSQL going away is waited out (not ready meanwhile): what this replica held and
+    // had not acknowledged goes to another meanwhile, or back to it.
     let stop = lifecycle::stop_on_signal();
     let refunds = RefundOnCancel {
         events: events.clone(),
         payments: PaymentServiceClient::new(channel.clone()),
     };
     let notify = NotifyCustomer {
+        events: events.clone(),
         messages: MessageServiceClient::new(channel.clone()),
     };
     let orphans = RefundOrphanedPayments {
@@ -73,10 +75,10 @@ async fn main() -> anyhow::Result<()> {
     let always = |_: &policies::PolicyError| true;
     tokio::try_join!(
         lifecycle::keep_running(RefundOnCancel::NAME, &stop, always, || {
-            follow(&refunds, &events, &pool, stop.requested())
+            consume(&refunds, &events, &pool, stop.requested())
         }),
         lifecycle::keep_running(NotifyCustomer::NAME, &stop, always, || {
-            follow(&notify, &events, &pool, stop.requested())
+            consume(&notify, &events, &pool, stop.requested())
         }),
         lifecycle::keep_running(RefundOrphanedPayments::NAME, &stop, always, || {
             orphans.run(stop.requested())

@@ -1,9 +1,11 @@
 //! NotifyCustomer: every step of DOMAIN.md's list becomes a message to the customer
 //! (`MessageService.SendMessage`, with the event type as its cause).
 //!
-//! Events name a reservation, payment or payment method, not always the customer, so the policy
-//! remembers which customer each belongs to. A payment is approved before its reservation is
-//! recorded: the approval is told once the reservation (and so the customer) is known.
+//! Events name a reservation, payment or payment method, not always the customer: the customer
+//! is read from the first event of that reservation or payment method in the event store,
+//! which is there before anything that follows from it. A payment is approved before its
+//! reservation is recorded, so the approval is told when the reservation is: its message is
+//! the approval's (its request id derives from the approval event), whoever sends it.
 
 use access::client::AuthorizedChannel;
 use chrono::NaiveDate;
@@ -18,10 +20,12 @@ use events::Event;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
-use crate::follow::{database, request, until_answered, Policy, Trigger};
+use crate::consumer::{request, until_answered, Policy, Trigger};
+use crate::store;
 use crate::PolicyError;
 
 pub struct NotifyCustomer {
+    pub events: kurrentdb::Client,
     pub messages: MessageServiceClient<AuthorizedChannel>,
 }
 
@@ -52,7 +56,7 @@ impl Policy for NotifyCustomer {
     async fn react<'a>(
         &'a self,
         t: &'a Trigger,
-        tx: &'a Transaction<'a>,
+        _tx: &'a Transaction<'a>,
     ) -> Result<(), PolicyError> {
         let note = |customer: Uuid, reservation: Option<Uuid>, text: String, cause| Note {
             customer,
@@ -64,41 +68,15 @@ impl Policy for NotifyCustomer {
         };
         match &t.event {
             Event::Reservation(ReservationEvent::CleaningRequested(r)) => {
-                tx.execute(
-                    "INSERT INTO notify_reservations (reservation_id, customer_id) VALUES ($1, $2)
-                     ON CONFLICT DO NOTHING",
-                    &[&r.reservation_id.uuid(), &r.customer_id.uuid()],
-                )
-                .await
-                .map_err(database)?;
-                self.tell_approval(
-                    tx,
-                    r.payment_id.uuid(),
-                    Some((r.customer_id, r.request_date)),
-                )
-                .await?;
-            }
-            Event::Payment(PaymentEvent::PaymentApproved {
-                payment_id,
-                reservation_id,
-                amount,
-                ..
-            }) => {
-                tx.execute(
-                    "INSERT INTO notify_payments (payment_id, reservation_id, amount_cents, approved_event, correlation_id)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                    &[&payment_id.uuid(), &reservation_id.uuid(), &(amount.cents() as i64), &t.id, &t.correlation_id()],
-                )
-                .await
-                .map_err(database)?;
-                self.tell_approval(tx, payment_id.uuid(), None).await?;
+                self.tell_approval(r.payment_id, r.customer_id, r.request_date)
+                    .await?;
             }
             Event::Payment(PaymentEvent::PaymentCancelled {
                 reservation_id,
                 amount,
                 ..
             }) => {
-                if let Some(customer) = customer_of_reservation(tx, *reservation_id).await? {
+                if let Some(customer) = self.customer_of_reservation(*reservation_id).await? {
                     let text = format!("Your payment of {} was refunded.", money(*amount));
                     self.send(note(
                         customer,
@@ -110,7 +88,7 @@ impl Policy for NotifyCustomer {
                 }
             }
             Event::Reservation(ReservationEvent::CleaningStarted { reservation_id, .. }) => {
-                if let Some(customer) = customer_of_reservation(tx, *reservation_id).await? {
+                if let Some(customer) = self.customer_of_reservation(*reservation_id).await? {
                     let text = "Your cleaning has started.".to_string();
                     self.send(note(
                         customer,
@@ -122,7 +100,7 @@ impl Policy for NotifyCustomer {
                 }
             }
             Event::Reservation(ReservationEvent::CleaningCompleted { reservation_id }) => {
-                if let Some(customer) = customer_of_reservation(tx, *reservation_id).await? {
+                if let Some(customer) = self.customer_of_reservation(*reservation_id).await? {
                     let text = "Your cleaning is complete.".to_string();
                     self.send(note(
                         customer,
@@ -136,7 +114,7 @@ impl Policy for NotifyCustomer {
             Event::Reservation(ReservationEvent::ReservationCancelled {
                 reservation_id, ..
             }) => {
-                if let Some(customer) = customer_of_reservation(tx, *reservation_id).await? {
+                if let Some(customer) = self.customer_of_reservation(*reservation_id).await? {
                     let text =
                         "Your reservation was cancelled; its payment will be refunded.".to_string();
                     self.send(note(
@@ -149,19 +127,11 @@ impl Policy for NotifyCustomer {
                 }
             }
             Event::Paymethod(PaymethodEvent::PaymethodRegistered {
-                paymethod_id,
                 customer_id,
                 kind,
                 masked_number,
                 ..
             }) => {
-                tx.execute(
-                    "INSERT INTO notify_paymethods (paymethod_id, customer_id) VALUES ($1, $2)
-                     ON CONFLICT DO NOTHING",
-                    &[&paymethod_id.uuid(), &customer_id.uuid()],
-                )
-                .await
-                .map_err(database)?;
                 let text = format!(
                     "Your {} {} was registered.",
                     kind.as_str().replace('_', " "),
@@ -175,14 +145,17 @@ impl Policy for NotifyCustomer {
                 kind,
                 masked_number,
             }) => {
-                let customer = tx
-                    .query_opt(
-                        "SELECT customer_id FROM notify_paymethods WHERE paymethod_id = $1",
-                        &[&paymethod_id.uuid()],
-                    )
-                    .await
-                    .map_err(database)?
-                    .map(|r| r.get::<_, Uuid>(0));
+                let stream = events::streams::paymethod(*paymethod_id);
+                let customer = match store::first(&self.events, &stream).await? {
+                    Some(store::Stored {
+                        event:
+                            Event::Paymethod(PaymethodEvent::PaymethodRegistered {
+                                customer_id, ..
+                            }),
+                        ..
+                    }) => Some(customer_id.uuid()),
+                    _ => None,
+                };
                 if let Some(customer) = customer {
                     let text = format!(
                         "Your payment method is now {} {}.",
@@ -193,7 +166,9 @@ impl Policy for NotifyCustomer {
                         .await;
                 }
             }
-            Event::Payment(PaymentEvent::PaymentDeclined { .. })
+            // Told with its reservation, which always comes after it.
+            Event::Payment(PaymentEvent::PaymentApproved { .. })
+            | Event::Payment(PaymentEvent::PaymentDeclined { .. })
             | Event::Message(MessageEvent::MessageSent { .. })
             | Event::Customer(_) => {}
         }
@@ -202,51 +177,60 @@ impl Policy for NotifyCustomer {
 }
 
 impl NotifyCustomer {
-    /// Tells a payment's approval once both the approval and the reservation are known, then
-    /// forgets that it is pending.
+    /// Tells a payment's approval, from the payment's own stream, once its reservation is.
     async fn tell_approval(
         &self,
-        tx: &Transaction<'_>,
-        payment_id: Uuid,
-        known: Option<(CustomerId, NaiveDate)>,
+        payment_id: domain::PaymentId,
+        customer: CustomerId,
+        date: NaiveDate,
     ) -> Result<(), PolicyError> {
-        let Some(row) = tx
-            .query_opt(
-                "SELECT p.reservation_id, p.amount_cents, p.approved_event, p.correlation_id, r.customer_id
-                 FROM notify_payments p JOIN notify_reservations r USING (reservation_id)
-                 WHERE p.payment_id = $1 AND p.approved_event IS NOT NULL",
-                &[&payment_id],
-            )
-            .await
-            .map_err(database)?
-        else {
+        let stream = events::streams::payment(payment_id);
+        let approval = store::read(&self.events, &stream, 16)
+            .await?
+            .into_iter()
+            .find_map(|stored| match &stored.event {
+                Event::Payment(PaymentEvent::PaymentApproved {
+                    reservation_id,
+                    amount,
+                    ..
+                }) => Some((stored.id, stored.correlation_id(), *reservation_id, *amount)),
+                _ => None,
+            });
+        let Some((event, correlation, reservation, amount)) = approval else {
             return Ok(());
         };
-        let amount = Money::from_stored_cents(row.get::<_, i64>(1) as u64);
-        let text = match known {
-            Some((_, date)) => format!(
+        self.send(Note {
+            customer: customer.uuid(),
+            reservation: Some(reservation.uuid()),
+            text: format!(
                 "Your payment of {} for the cleaning on {date} was approved.",
                 money(amount)
             ),
-            None => format!("Your payment of {} was approved.", money(amount)),
-        };
-        let event: Uuid = row.get(2);
-        self.send(Note {
-            customer: row.get(4),
-            reservation: Some(row.get(0)),
-            text,
             cause: "PaymentApproved",
             event,
-            correlation: row.get::<_, Option<Uuid>>(3).unwrap_or(event),
+            correlation,
         })
         .await;
-        tx.execute(
-            "UPDATE notify_payments SET approved_event = NULL WHERE payment_id = $1",
-            &[&payment_id],
-        )
-        .await
-        .map_err(database)?;
         Ok(())
+    }
+
+    /// A reservation's customer, from its first event.
+    async fn customer_of_reservation(
+        &self,
+        reservation_id: ReservationId,
+    ) -> Result<Option<Uuid>, PolicyError> {
+        let stream = events::streams::reservation(reservation_id);
+        let customer = match store::first(&self.events, &stream).await? {
+            Some(store::Stored {
+                event: Event::Reservation(ReservationEvent::CleaningRequested(r)),
+                ..
+            }) => Some(r.customer_id.uuid()),
+            _ => None,
+        };
+        if customer.is_none() {
+            tracing::warn!(%reservation_id, "no reservation recorded under this id; not notified");
+        }
+        Ok(customer)
     }
 
     /// Sends until the command side answers; a refusal (a forgotten customer) is an answer.
@@ -267,23 +251,6 @@ impl NotifyCustomer {
         })
         .await;
     }
-}
-
-async fn customer_of_reservation(
-    tx: &Transaction<'_>,
-    reservation_id: ReservationId,
-) -> Result<Option<Uuid>, PolicyError> {
-    let row = tx
-        .query_opt(
-            "SELECT customer_id FROM notify_reservations WHERE reservation_id = $1",
-            &[&reservation_id.uuid()],
-        )
-        .await
-        .map_err(database)?;
-    if row.is_none() {
-        tracing::warn!(%reservation_id, "no customer known for this reservation; not notified");
-    }
-    Ok(row.map(|r| r.get(0)))
 }
 
 fn money(amount: Money) -> String {

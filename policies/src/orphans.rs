@@ -25,7 +25,7 @@ use kurrentdb::ReadStreamOptions;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
-use crate::follow::{database, follow, request, until_answered, Policy, Trigger};
+use crate::consumer::{consume, database, request, until_answered, Policy, Trigger};
 use crate::PolicyError;
 
 pub struct RefundOrphanedPayments {
@@ -93,7 +93,8 @@ impl Policy for RefundOrphanedPayments {
 }
 
 impl RefundOrphanedPayments {
-    /// Follows the log and sweeps, until `shutdown`.
+    /// Takes its share of the events and sweeps, until `shutdown`. Every replica sweeps: two
+    /// refunding the same payment send the same request, which is refunded once.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), PolicyError> {
         tokio::pin!(shutdown);
         let sweep_every = (self.orphan_after / 2).max(Duration::from_millis(200));
@@ -104,7 +105,7 @@ impl RefundOrphanedPayments {
             }
         };
         tokio::select! {
-            result = follow(self, &self.events, &self.pool, &mut shutdown) => result,
+            result = consume(self, &self.events, &self.pool, &mut shutdown) => result,
             result = sweeping => result,
         }
     }

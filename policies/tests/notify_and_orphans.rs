@@ -70,6 +70,7 @@ async fn every_step_is_told_to_the_customer_once() {
     let pool = testkit::fresh_database().await;
     let spawn_policies = || {
         let notify = NotifyCustomer {
+            events: running.event_store_client(),
             messages: MessageServiceClient::new(running.commands.clone()),
         };
         let refunds = RefundOnCancel {
@@ -79,8 +80,8 @@ async fn every_step_is_told_to_the_customer_once() {
         let (events, pool) = (running.event_store_client(), pool.clone());
         tokio::spawn(async move {
             tokio::try_join!(
-                policies::follow(&notify, &events, &pool, std::future::pending()),
-                policies::follow(&refunds, &events, &pool, std::future::pending()),
+                policies::consume(&notify, &events, &pool, std::future::pending()),
+                policies::consume(&refunds, &events, &pool, std::future::pending()),
             )
         })
     };

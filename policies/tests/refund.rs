@@ -41,7 +41,7 @@ async fn a_cancellation_refunds_its_payment_exactly_once() {
     let first = policy(&running);
     let (events, policy_pool) = (running.event_store_client(), pool.clone());
     let task = tokio::spawn(async move {
-        policies::follow(&first, &events, &policy_pool, std::future::pending()).await
+        policies::consume(&first, &events, &policy_pool, std::future::pending()).await
     });
 
     let mut reservations = ReservationServiceClient::new(running.commands.clone());
@@ -98,35 +98,30 @@ async fn a_cancellation_refunds_its_payment_exactly_once() {
     assert_eq!(events[1].1["causation_id"], cancelled_id.to_string());
     task.abort();
 
-    // Run the policy again from the beginning: it acts on the same event, and nothing changes.
-    pool.get()
-        .await
-        .unwrap()
-        .execute("DELETE FROM checkpoints", &[])
+    // Run the policy again from the beginning (its group made anew): it acts on the same
+    // event, and nothing changes.
+    client
+        .delete_persistent_subscription_to_all(policies::REFUND_ON_CANCEL, &Default::default())
         .await
         .unwrap();
     let again = policy(&running);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (events, policy_pool) = (running.event_store_client(), pool.clone());
     let task = tokio::spawn(async move {
-        policies::follow(&again, &events, &policy_pool, async {
+        policies::consume(&again, &events, &policy_pool, async {
             let _ = stopped.await;
         })
         .await
     });
     for _ in 0..250 {
-        let done = pool
-            .get()
-            .await
-            .unwrap()
-            .query_opt(
-                "SELECT 1 FROM checkpoints WHERE projection = $1",
-                &[&policies::REFUND_ON_CANCEL],
+        let handled = client
+            .get_persistent_subscription_info_to_all(
+                policies::REFUND_ON_CANCEL,
+                &Default::default(),
             )
             .await
-            .unwrap()
-            .is_some();
-        if done {
+            .is_ok_and(|i| i.stats.total_items >= 1 && i.stats.total_in_flight_messages == 0);
+        if handled {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
