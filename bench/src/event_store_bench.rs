@@ -4,8 +4,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kurrentdb::{
-    AppendToStreamOptions, Client, EventData, ReadAllOptions, StreamPosition,
-    SubscribeToAllOptions, SubscriptionEvent, SubscriptionFilter,
+    AppendToStreamOptions, Client, EventData, PersistentSubscriptionOptions, ReadAllOptions,
+    StreamPosition, SubscribeToAllOptions, SubscribeToPersistentSubscriptionOptions,
+    SubscriptionEvent, SubscriptionFilter,
 };
 
 use crate::stats::{median, ms, percentile};
@@ -279,6 +280,174 @@ async fn delivery_latency(client: &Client, events: usize) -> anyhow::Result<(f64
                 .unwrap_or(received);
             latencies.push(Duration::from_micros(received.saturating_sub(sent)));
         }
+    }
+    writer.await??;
+    latencies.sort();
+    Ok((
+        ms(percentile(&latencies, 50.0)),
+        ms(percentile(&latencies, 99.0)),
+    ))
+}
+
+#[derive(clap::Args)]
+pub struct PersistentOptions {
+    /// Events in the group's stream for the throughput measurement.
+    #[arg(long, default_value_t = 50_000)]
+    events: u64,
+    /// Events whose delivery latency is measured.
+    #[arg(long, default_value_t = 2_000)]
+    latency_events: usize,
+    /// Where the data goes (a temporary directory on the same disk by default).
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
+}
+
+/// Persistent subscriptions (consumer groups): events acknowledged per second with 1 and 4
+/// consumers, and live delivery latency, beside the catch-up figures of `event-store`.
+pub fn run_persistent(options: PersistentOptions, runs: usize) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        println!("persistent subscription benchmark: median of {runs} runs, durable commits (fsync)");
+        let served = Served::start(&options.data_dir)?;
+        for consumers in [1usize, 4] {
+            let mut rates = Vec::new();
+            for run in 0..runs {
+                let stream = format!("ps-bench-{consumers}-{run}");
+                let batch: Vec<EventData> = (0..options.events).map(payload).collect();
+                for chunk in batch.chunks(1000) {
+                    served
+                        .client
+                        .append_to_stream(stream.as_str(), &AppendToStreamOptions::default(), chunk.to_vec())
+                        .await?;
+                }
+                rates.push(acknowledged(&served.client, &stream, consumers, options.events).await?);
+            }
+            println!(
+                "persistent subscription, {consumers} consumer(s), {} events from the start, each acknowledged: {:>9.0} events/s (runs: {})",
+                options.events,
+                median(&mut rates.clone()),
+                rates.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ")
+            );
+        }
+        let mut p50s = Vec::new();
+        let mut p99s = Vec::new();
+        for run in 0..runs {
+            let (p50, p99) =
+                persistent_latency(&served.client, &format!("ps-latency-{run}"), options.latency_events).await?;
+            p50s.push(p50);
+            p99s.push(p99);
+        }
+        println!(
+            "persistent subscription live delivery (append call -> event received), {} events: p50 {:.2} ms, p99 {:.2} ms (p99 runs: {})",
+            options.latency_events,
+            median(&mut p50s),
+            median(&mut p99s.clone()),
+            p99s.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", ")
+        );
+        println!("event store resident memory at the end: {:.1} MiB", served.rss_mib());
+        Ok(())
+    })
+}
+
+/// A group from the start of `stream`, `consumers` members acknowledging every event; the
+/// rate from the first connection to the last acknowledgement received by the group.
+async fn acknowledged(
+    client: &Client,
+    stream: &str,
+    consumers: usize,
+    events: u64,
+) -> anyhow::Result<f64> {
+    let mut options = PersistentSubscriptionOptions::default().start_from(StreamPosition::Start);
+    // The clients' defaults but for the start; a buffer that keeps each consumer busy.
+    options.settings_mut().history_buffer_size = 500;
+    client
+        .create_persistent_subscription(stream, "bench", &options)
+        .await?;
+    let started = Instant::now();
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..consumers {
+        let mut sub = client
+            .subscribe_to_persistent_subscription(
+                stream,
+                "bench",
+                &SubscribeToPersistentSubscriptionOptions::default().buffer_size(100),
+            )
+            .await?;
+        let received = received.clone();
+        tasks.push(tokio::spawn(async move {
+            while received.load(std::sync::atomic::Ordering::Relaxed) < events {
+                let next = tokio::time::timeout(Duration::from_secs(5), sub.next()).await;
+                let Ok(event) = next else { break };
+                sub.ack(&event?).await?;
+                received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok::<_, kurrentdb::Error>(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let count = received.load(std::sync::atomic::Ordering::Relaxed);
+    anyhow::ensure!(count >= events, "acknowledged {count} of {events} events");
+    // Everything acknowledged reached the group: nothing is in flight any more.
+    loop {
+        let info = client
+            .get_persistent_subscription_info(stream, "bench", &Default::default())
+            .await?;
+        if info.stats.total_in_flight_messages == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+/// One appender writes an event every 2 ms to a stream with a group; one member receives and
+/// acknowledges them. p50 and p99 in ms from the start of the append call to receipt.
+async fn persistent_latency(
+    client: &Client,
+    stream: &str,
+    events: usize,
+) -> anyhow::Result<(f64, f64)> {
+    client
+        .create_persistent_subscription(
+            stream,
+            "latency",
+            &PersistentSubscriptionOptions::default(),
+        )
+        .await?;
+    let mut sub = client
+        .subscribe_to_persistent_subscription(stream, "latency", &Default::default())
+        .await?;
+    let origin = Instant::now();
+    let writer = {
+        let (client, stream) = (client.clone(), stream.to_string());
+        tokio::spawn(async move {
+            for n in 0..events as u64 {
+                let sent = origin.elapsed().as_micros() as u64;
+                let event =
+                    EventData::json("Latency", &serde_json::json!({ "n": n, "sent_us": sent }))
+                        .expect("json");
+                client
+                    .append_to_stream(stream.as_str(), &AppendToStreamOptions::default(), event)
+                    .await?;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Ok::<_, kurrentdb::Error>(())
+        })
+    };
+    let mut latencies = Vec::with_capacity(events);
+    while latencies.len() < events {
+        let event = sub.next().await?;
+        let received = origin.elapsed().as_micros() as u64;
+        let sent = event.get_original_event().as_json::<serde_json::Value>()?["sent_us"]
+            .as_u64()
+            .unwrap_or(received);
+        latencies.push(Duration::from_micros(received.saturating_sub(sent)));
+        sub.ack(&event).await?;
     }
     writer.await??;
     latencies.sort();

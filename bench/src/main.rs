@@ -53,6 +53,9 @@ struct Args {
 enum Target {
     /// The embedded event store, through the kurrentdb client.
     EventStore(event_store_bench::Options),
+    /// Persistent subscriptions of the embedded event store: acknowledged events/s with 1 and
+    /// 4 consumers, and live delivery latency.
+    Persistent(event_store_bench::PersistentOptions),
     /// ApplyReservation end to end: client -> command side -> payment -> event store.
     Commands(commands_bench::Options),
     /// ApplyReservation with and without sealing personal data (needs the baseline build).
@@ -73,6 +76,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.target {
         Target::EventStore(options) => event_store_bench::run(options, args.runs),
+        Target::Persistent(options) => event_store_bench::run_persistent(options, args.runs),
         Target::Commands(options) => commands_bench::run(options, args.runs),
         Target::Sealing(options) => commands_bench::run_sealing(options, args.runs),
         Target::Queries(options) => queries_bench::run(options, args.runs),
