@@ -70,6 +70,15 @@ enum Target {
     /// ApplyReservation open-loop at 1x, 2x and 4x capacity: what is shed, what is served,
     /// at what latency and memory (needs PostgreSQL).
     Overload(overload_bench::Options),
+    /// GET /dashboard/{id} open-loop at 1x, 2x and 4x the query side's capacity (needs wrk
+    /// and PostgreSQL).
+    OverloadQueries {
+        #[command(flatten)]
+        options: overload_bench::Options,
+        /// Reservations in the dashboard.
+        #[arg(long, default_value_t = 100_000)]
+        rows: i64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -83,5 +92,8 @@ fn main() -> anyhow::Result<()> {
         Target::Projector(options) => projector_bench::run(options, args.runs),
         Target::Auth(options) => auth_bench::run(options, args.runs),
         Target::Overload(options) => overload_bench::run(options, args.runs),
+        Target::OverloadQueries { options, rows } => {
+            overload_bench::run_queries(options, rows, args.runs)
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! Overload: the command side driven open-loop (requests sent on a schedule, whether or not
+//! Overload: the command side (and, in [`run_queries`], the query side) driven open-loop (requests sent on a schedule, whether or not
 //! earlier ones have been answered, as real clients arrive) at 1x, 2x and 4x the rate it
 //! sustains. It must shed what it cannot serve (RESOURCE_EXHAUSTED, at once) instead of
 //! queueing it: accepted throughput stays at capacity, accepted calls keep their latency, and
@@ -115,19 +115,7 @@ async fn level(
         options,
     )
     .await;
-    let seconds = options.seconds as f64;
-    let sent = outcome.sent.max(1) as f64;
-    let mut latencies = outcome.latencies;
-    latencies.sort();
-    Ok(Level {
-        offered: outcome.sent as f64 / seconds,
-        accepted: latencies.len() as f64 / seconds,
-        shed_share: outcome.shed as f64 / sent,
-        failed_share: outcome.failed as f64 / sent,
-        p50_ms: ms(percentile(&latencies, 50.0)),
-        p99_ms: ms(percentile(&latencies, 99.0)),
-        peak_mib: peak_rss_kib(pid).unwrap_or(0) as f64 / 1024.0,
-    })
+    Ok(level_of(outcome, options, peak_rss_kib(pid)))
 }
 
 struct Outcome {
@@ -217,4 +205,175 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .next()?
         .parse()
         .ok()
+}
+
+/// The query side's half: `GET /dashboard/{id}` (random rows of a filled dashboard) open-loop at
+/// 1x, 2x and 4x the rate `wrk` gets through with 64 connections; past its concurrency limit it
+/// must answer 503 with `Retry-After` at once.
+pub fn run_queries(options: Options, rows: i64, runs: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        std::process::Command::new("wrk")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "wrk is missing: apt-get install wrk"
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let database = "bench_overload_queries";
+    runtime.block_on(crate::queries_bench::fill(database, rows))?;
+    let issuer = runtime.block_on(crate::processes::issuer())?;
+    let token = crate::processes::admin_token(&issuer)?;
+    let start_query_side = || -> anyhow::Result<(crate::processes::Process, u16)> {
+        let port = free_port()?;
+        let mut env = crate::processes::auth_env(&issuer);
+        env.push(("QUERY_LISTEN", format!("127.0.0.1:{port}")));
+        env.push(("PGDATABASE", database.to_string()));
+        let (process, _) = crate::processes::start("query-side", &[], &env, port)?;
+        Ok((process, port))
+    };
+    let script = crate::queries_bench::random_rows_script(rows)?;
+    let mut rates = Vec::new();
+    for _ in 0..runs {
+        let (_process, port) = start_query_side()?;
+        let (rate, _, _) = crate::queries_bench::wrk(
+            &format!("http://127.0.0.1:{port}"),
+            Some(script.path()),
+            &token,
+            64,
+            options.seconds.min(5),
+        )?;
+        rates.push(rate);
+    }
+    let capacity = median(&mut rates);
+    println!(
+        "GET /dashboard/{{id}}, open loop over {rows} rows, {} s per level, client deadline {} ms; capacity {capacity:.0}/s (wrk, 64 connections, median of {runs})",
+        options.seconds, options.deadline_ms
+    );
+    println!("  load  offered/s  accepted/s  shed    failed  p50 ms  p99 ms  peak RSS MiB");
+    runtime.block_on(async {
+        for factor in [1.0, 2.0, 4.0] {
+            let mut levels = Vec::new();
+            for _ in 0..runs {
+                let (process, port) = start_query_side()?;
+                let base = format!("http://127.0.0.1:{port}");
+                // Warm up: connections open, statements prepared.
+                drive_http(
+                    &base,
+                    &token,
+                    rows,
+                    capacity.min(500.0),
+                    Duration::from_secs(1),
+                    &options,
+                )
+                .await;
+                let outcome = drive_http(
+                    &base,
+                    &token,
+                    rows,
+                    capacity * factor,
+                    Duration::from_secs(options.seconds),
+                    &options,
+                )
+                .await;
+                levels.push(level_of(outcome, &options, peak_rss_kib(process.0.id())));
+            }
+            let pick = |f: fn(&Level) -> f64| median(&mut levels.iter().map(f).collect::<Vec<_>>());
+            println!(
+                "  {factor:.0}x  {:>9.0}  {:>10.0}  {:>3.0}%  {:>8.1}%  {:>6.1}  {:>6.1}  {:>12.0}",
+                pick(|l| l.offered),
+                pick(|l| l.accepted),
+                100.0 * pick(|l| l.shed_share),
+                100.0 * pick(|l| l.failed_share),
+                pick(|l| l.p50_ms),
+                pick(|l| l.p99_ms),
+                pick(|l| l.peak_mib),
+            );
+        }
+        Ok(())
+    })
+}
+
+fn level_of(outcome: Outcome, options: &Options, peak_kib: Option<u64>) -> Level {
+    let seconds = options.seconds as f64;
+    let sent = outcome.sent.max(1) as f64;
+    let mut latencies = outcome.latencies;
+    latencies.sort();
+    Level {
+        offered: outcome.sent as f64 / seconds,
+        accepted: latencies.len() as f64 / seconds,
+        shed_share: outcome.shed as f64 / sent,
+        failed_share: outcome.failed as f64 / sent,
+        p50_ms: ms(percentile(&latencies, 50.0)),
+        p99_ms: ms(percentile(&latencies, 99.0)),
+        peak_mib: peak_kib.unwrap_or(0) as f64 / 1024.0,
+    }
+}
+
+/// Sends `rate` GETs per second for `length`, each on its own task: 200 is accepted, 503 with
+/// `Retry-After` is shed, anything else (or the deadline) failed.
+async fn drive_http(
+    base: &str,
+    token: &str,
+    rows: i64,
+    rate: f64,
+    length: Duration,
+    options: &Options,
+) -> Outcome {
+    let deadline = Duration::from_millis(options.deadline_ms);
+    let client = reqwest::Client::builder()
+        .timeout(deadline)
+        .build()
+        .unwrap_or_default();
+    let shed = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let authorization = format!("Bearer {token}");
+    while started.elapsed() < length {
+        tick.tick().await;
+        let due = (started.elapsed().as_secs_f64() * rate) as u64;
+        while sent < due {
+            // A row spread over the table, as wrk's script picks them.
+            let row = (sent.wrapping_mul(2_654_435_761) % rows as u64) + 1;
+            let url = format!("{base}/dashboard/00000000-0000-4000-8000-{row:012x}");
+            let request = client.get(url).header("authorization", &authorization);
+            let (shed, failed, latencies) = (shed.clone(), failed.clone(), latencies.clone());
+            tasks.spawn(async move {
+                let began = Instant::now();
+                match request.send().await {
+                    Ok(response) if response.status() == reqwest::StatusCode::OK => {
+                        let _ = response.bytes().await;
+                        if let Ok(mut l) = latencies.lock() {
+                            l.push(began.elapsed());
+                        }
+                    }
+                    Ok(response)
+                        if response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE
+                            && response.headers().contains_key("retry-after") =>
+                    {
+                        shed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+            sent += 1;
+        }
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    let latencies = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    Outcome {
+        sent,
+        shed: shed.load(Ordering::Relaxed),
+        failed: failed.load(Ordering::Relaxed),
+        latencies,
+    }
 }
