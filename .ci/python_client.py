@@ -74,6 +74,34 @@ except KurrentDBClientError:
 else:
     raise AssertionError("a malformed filter was accepted")
 
+# The system projections: the stream's events linked into $ce-order, resolved by the client; the
+# four built-ins running; a user (JavaScript) projection refused with the reason.
+from kurrentdbclient.exceptions import FailedPreconditionError
+
+for _ in range(200):
+    linked = [
+        (e.stream_name, e.type)
+        for e in client.get_stream("$ce-order", resolve_links=True)
+        if e.stream_name == stream
+    ]
+    if len(linked) == 3:
+        break
+    time.sleep(0.05)
+assert linked == [(stream, "OrderPlaced"), (stream, "OrderShipped"), (stream, "OrderCancelled")], linked
+running = {p.name: p.status for p in client.list_continuous_projection_statistics()}
+assert running == {
+    "$by_category": "Running",
+    "$by_event_type": "Running",
+    "$stream_by_category": "Running",
+    "$streams": "Running",
+}, running
+try:
+    client.create_projection(name="counter", query="fromAll().when({})")
+except FailedPreconditionError as refused:
+    assert "JavaScript" in str(refused), refused
+else:
+    raise AssertionError("a user projection was accepted")
+
 # Persistent subscriptions: a consumer group on a stream, with acks, a parked event replayed,
 # the group's figures, and the client's exceptions for an existing or missing group.
 from kurrentdbclient.exceptions import AlreadyExistsError, NotFoundError
@@ -128,4 +156,4 @@ except NotFoundError:
 else:
     raise AssertionError("a deleted group still answered")
 
-print(f"kurrentdbclient: {len(everything)} events read with the default filter, subscription live, bad filter refused, a persistent subscription consumed, parked and replayed")
+print(f"kurrentdbclient: {len(everything)} events read with the default filter, subscription live, bad filter refused, $ce-order linked and resolved, user projections refused, a persistent subscription consumed, parked and replayed")

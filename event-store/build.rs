@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/serverfeatures.proto",
                 "proto/gossip.proto",
                 "proto/persistent.proto",
+                "proto/projections.proto",
             ],
             &[std::path::Path::new("proto"), include.as_path()],
         )?;

@@ -7,8 +7,11 @@
 //! - [`storage`]: durable, crash-safe storage with group commit, on `redb`.
 //! - [`server`]: the gRPC services over it.
 //! - [`persistent`]: persistent subscriptions, the consumer groups the store keeps.
+//! - [`projections`]: the system projections (`$ce-`, `$et-`, `$streams`, `$category-`), run
+//!   natively.
 
 pub mod persistent;
+pub mod projections;
 pub mod proto;
 pub mod server;
 pub mod storage;

@@ -38,6 +38,15 @@ struct Args {
     /// Largest append accepted (all its events together), in bytes.
     #[arg(long, env = "EVENT_STORE_MAX_APPEND_SIZE", default_value_t = AppendLimits::default().max_append_size)]
     max_append_size: usize,
+    /// Run the system projections ($by_category, $by_event_type, $streams, $stream_by_category)
+    /// and serve the Projections service: `--system-projections false` turns both off.
+    #[arg(
+        long,
+        env = "EVENT_STORE_SYSTEM_PROJECTIONS",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    system_projections: bool,
 }
 
 #[tokio::main]
@@ -61,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
         data_dir = %args.data_dir.display(),
         tls = tls.is_some(),
         authentication = credentials.is_some(),
+        system_projections = args.system_projections,
         head = store.head(),
         "event store serving the KurrentDB protocol (version {})",
         server::SERVER_VERSION
@@ -72,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
             max_event_size: args.max_event_size,
             max_append_size: args.max_append_size,
         },
+        system_projections: args.system_projections,
     };
     server::serve(listener, store, options, lifecycle::shutdown_signal()).await?;
     tracing::info!("event store stopped");

@@ -17,6 +17,9 @@ pub mod event_store {
         pub mod persistent_subscriptions {
             tonic::include_proto!("event_store.client.persistent_subscriptions");
         }
+        pub mod projections {
+            tonic::include_proto!("event_store.client.projections");
+        }
     }
 }
 
@@ -28,4 +31,4 @@ pub mod google {
 
 pub use event_store::client as shared;
 pub use event_store::client::persistent_subscriptions as persistent;
-pub use event_store::client::{gossip, server_features, streams};
+pub use event_store::client::{gossip, projections, server_features, streams};

@@ -48,7 +48,7 @@ fn read_anything(input: &[u8]) {
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 4_000,
-        rng_seed: proptest::test_runner::RngSeed::Fixed(0x5707_e5),
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x0057_07e5),
         ..ProptestConfig::default()
     })]
 

@@ -324,7 +324,7 @@ async fn a_retried_append_returns_the_original_result() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_all_forwards_and_backwards_from_any_position() {
-    let s = TestStore::start().await;
+    let s = TestStore::start_without_projections().await;
     let c = &s.client;
     let mut positions = Vec::new();
     for n in 0..6 {
@@ -394,7 +394,7 @@ async fn reads_all_forwards_and_backwards_from_any_position() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filters_all_on_the_server() {
-    let s = TestStore::start().await;
+    let s = TestStore::start_without_projections().await;
     let c = &s.client;
     for n in 0..20 {
         let (stream, kind) = if n % 4 == 0 {
@@ -544,7 +544,7 @@ async fn soft_delete_hides_the_stream_until_it_is_written_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tombstoned_stream_is_gone_for_good() {
-    let s = TestStore::start().await;
+    let s = TestStore::start_without_projections().await;
     let c = &s.client;
     let stream = stream_name("hard");
     c.append_to_stream(

@@ -468,11 +468,38 @@ async fn discovery_lists_what_is_served_and_one_leader() {
             .unwrap_or_else(|| panic!("{method} is not listed"));
         assert_eq!(listed.features, vec!["stream", "all"]);
     }
+    // The system projections' service, every method, as the real server lists it.
+    let projections = "event_store.client.projections.projections";
+    for method in [
+        "create",
+        "update",
+        "delete",
+        "statistics",
+        "disable",
+        "enable",
+        "reset",
+        "state",
+        "result",
+        "restartsubsystem",
+    ] {
+        let listed = features
+            .methods
+            .iter()
+            .find(|m| m.service_name == projections && m.method_name == method)
+            .unwrap_or_else(|| panic!("projections {method} is not listed"));
+        let expected: Vec<String> = if method == "create" {
+            vec!["track_emitted_streams".into()]
+        } else {
+            Vec::new()
+        };
+        assert_eq!(listed.features, expected);
+    }
     // Nothing that is not served: every service listed answers.
     let served = [
         "streams.streams",
         "gossip.gossip",
         "server_features.serverfeatures",
+        "projections.projections",
     ];
     assert!(
         methods.iter().all(

@@ -191,7 +191,7 @@ async fn a_tombstone_ends_a_stream_subscription() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_all_subscription_from_a_position_excludes_it() {
-    let s = TestStore::start().await;
+    let s = TestStore::start_without_projections().await;
     let c = &s.client;
     let mut positions = Vec::new();
     for i in 0..5 {

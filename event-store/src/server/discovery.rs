@@ -20,6 +20,8 @@ pub const SERVER_VERSION: &str = "25.1.0";
 pub struct Discovery {
     pub advertised: SocketAddr,
     pub instance_id: u128,
+    /// Whether the `Projections` service is served.
+    pub projections: bool,
 }
 
 #[tonic::async_trait]
@@ -61,6 +63,25 @@ impl ServerFeatures for Discovery {
             "restartsubsystem",
         ] {
             methods.push(method(name, PERSISTENT, &["stream", "all"]));
+        }
+        if self.projections {
+            // Every method of the service, as the real server lists what it registered; create
+            // is served (to refuse user projections), with the feature the real one names.
+            const PROJECTIONS: &str = "event_store.client.projections.projections";
+            methods.push(method("create", PROJECTIONS, &["track_emitted_streams"]));
+            for name in [
+                "update",
+                "delete",
+                "statistics",
+                "disable",
+                "enable",
+                "reset",
+                "state",
+                "result",
+                "restartsubsystem",
+            ] {
+                methods.push(method(name, PROJECTIONS, &[]));
+            }
         }
         Ok(Response::new(SupportedMethods {
             methods,

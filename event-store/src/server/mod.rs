@@ -11,6 +11,7 @@ mod errors;
 pub mod filter;
 mod health;
 mod persistent;
+mod projections;
 pub(crate) mod read;
 mod streams;
 
@@ -31,24 +32,41 @@ pub use discovery::SERVER_VERSION;
 
 use crate::proto::gossip::gossip_server::GossipServer;
 use crate::proto::persistent::persistent_subscriptions_server::PersistentSubscriptionsServer;
+use crate::proto::projections::projections_server::ProjectionsServer;
 use crate::proto::server_features::server_features_server::ServerFeaturesServer;
 use crate::proto::streams::streams_server::StreamsServer;
 use crate::storage::Store;
 
 /// How the server is exposed.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ServerOptions {
     /// Certificate and key (PEM) to serve TLS; plaintext HTTP/2 when absent.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// The one user allowed in; every caller is when absent.
     pub credentials: Option<Credentials>,
     pub limits: AppendLimits,
+    /// Runs the system projections (`$ce-`, `$et-`, `$streams`, `$category-`) and serves the
+    /// `Projections` service; when off, neither exists, as on a real server without projections.
+    pub system_projections: bool,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            tls: None,
+            credentials: None,
+            limits: AppendLimits::default(),
+            system_projections: true,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot start the persistent subscriptions: {0}")]
     Persistent(#[from] crate::persistent::PersistentError),
+    #[error("cannot start the system projections: {0}")]
+    Projections(#[from] crate::projections::ProjectionError),
     #[error("cannot read the TLS files: {0}")]
     Tls(std::io::Error),
     #[error("the gRPC server failed: {0}")]
@@ -71,8 +89,19 @@ pub async fn serve(
     let discovery = || discovery::Discovery {
         advertised: address,
         instance_id: 0x4b75_7272_656e_7444_4265_6d62_6564_6465,
+        projections: options.system_projections,
     };
     let subsystem = crate::persistent::Subsystem::start(store.clone(), stop_rx.clone()).await?;
+    let projections = if options.system_projections {
+        let running =
+            crate::projections::SystemProjections::start(store.clone(), stop_rx.clone()).await?;
+        Some(tonic::service::interceptor::InterceptedService::new(
+            ProjectionsServer::new(projections::ProjectionsService::new(running)),
+            authenticate.clone(),
+        ))
+    } else {
+        None
+    };
     let persistent = persistent::PersistentService::new(subsystem, stop_rx.clone());
     let streams = streams::StreamsService::new(store, options.limits, stop_rx);
     // An event may be as large as the limit, plus its envelope.
@@ -101,6 +130,7 @@ pub async fn serve(
             PersistentSubscriptionsServer::new(persistent).max_encoding_message_size(max_message),
             authenticate.clone(),
         ))
+        .add_optional_service(projections)
         .add_service(tonic::service::interceptor::InterceptedService::new(
             StreamsServer::new(streams)
                 .max_decoding_message_size(max_message)

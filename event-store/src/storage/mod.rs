@@ -16,7 +16,7 @@ use bytes::Bytes;
 use redb::{Database, TableDefinition};
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use record::{now_ticks, StoredEvent, StreamInfo, DELETED, TOMBSTONE_REVISION};
+pub use record::{is_metastream, now_ticks, StoredEvent, StreamInfo, DELETED, TOMBSTONE_REVISION};
 pub use snapshot::{AllPage, Direction, Recorded, Snapshot};
 
 /// Global position → encoded [`StoredEvent`]. Positions are dense and start at 1.
@@ -27,6 +27,9 @@ const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
 const STREAM_EVENTS: TableDefinition<(u64, u64), u64> = TableDefinition::new("stream_events");
 /// Counters that would otherwise need a scan at start-up.
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+/// Small records that the store's own subsystems keep (a projection's checkpoint and state),
+/// written in the same transaction as the events they describe.
+const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 
 /// The page cache used unless told otherwise.
 pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
@@ -55,6 +58,14 @@ impl ProposedEvent {
     pub fn size(&self) -> usize {
         self.data.len() + self.custom_metadata.len() + self.event_type.len()
     }
+}
+
+/// One stream's part of an atomic [`Store::commit`].
+#[derive(Clone, Debug)]
+pub struct StreamAppend {
+    pub stream: String,
+    pub expected: ExpectedRevision,
+    pub events: Vec<ProposedEvent>,
 }
 
 /// The result of a write that went through.
@@ -144,6 +155,12 @@ enum WriteCommand {
         expected: ExpectedRevision,
         tombstone: bool,
         reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
+    },
+    /// Appends to several streams and record updates, all or nothing.
+    Commit {
+        appends: Vec<StreamAppend>,
+        records: Vec<(String, Bytes)>,
+        reply: oneshot::Sender<Result<Vec<WriteOutcome>, StoreError>>,
     },
 }
 
@@ -253,6 +270,39 @@ impl Store {
         })
         .await?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Appends to several streams and sets records in one transaction: either every append
+    /// passes its checks and everything is written, or nothing is and the first refusal is
+    /// returned. It rides the writer's group commit like any append, so a subsystem can keep its
+    /// progress exactly in step with what it wrote.
+    pub async fn commit(
+        &self,
+        appends: Vec<StreamAppend>,
+        records: Vec<(String, Bytes)>,
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(WriteCommand::Commit {
+            appends,
+            records,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// A record kept with [`Store::commit`], as of the latest commit.
+    pub fn record(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let db = self
+            .db
+            .read()
+            .map_err(|_| StoreError::Closed)?
+            .clone()
+            .ok_or(StoreError::Closed)?;
+        let txn = redb::ReadableDatabase::begin_read(db.as_ref())?;
+        let table = txn.open_table(RECORDS)?;
+        let value = table.get(key)?.map(|v| Bytes::copy_from_slice(v.value()));
+        Ok(value)
     }
 
     async fn send(&self, command: WriteCommand) -> Result<(), StoreError> {

@@ -1,4 +1,5 @@
-//! The single writer: group commit, concurrency checks, idempotent retries and deletes.
+//! The single writer: group commit, concurrency checks, idempotent retries, deletes, and
+//! atomic commits across streams (with records) for the store's own subsystems.
 //!
 //! Per event an append writes two entries, the event and its (stream, revision) index entry;
 //! stream records are rewritten only on creation, metadata and deletion. The writer keeps the
@@ -19,8 +20,8 @@ use super::record::{
 };
 use super::snapshot::last_revision;
 use super::{
-    ExpectedRevision, Opener, ProposedEvent, SharedDatabase, StoreError, WriteCommand,
-    WriteOutcome, COUNTERS, EVENTS, STREAMS, STREAM_EVENTS,
+    ExpectedRevision, Opener, ProposedEvent, SharedDatabase, StoreError, StreamAppend,
+    WriteCommand, WriteOutcome, COUNTERS, EVENTS, RECORDS, STREAMS, STREAM_EVENTS,
 };
 
 /// How many waiting writes one transaction takes at most.
@@ -47,6 +48,7 @@ impl Counters {
             txn.open_table(EVENTS)?;
             txn.open_table(STREAMS)?;
             txn.open_table(STREAM_EVENTS)?;
+            txn.open_table(RECORDS)?;
             let table = txn.open_table(COUNTERS)?;
             let get = |name: &str| -> Result<Option<u64>, StoreError> {
                 Ok(table.get(name)?.map(|v| v.value()))
@@ -147,7 +149,7 @@ pub fn run(
         let (Some(db), None) = (db, &refusal) else {
             let refusal = refusal.unwrap_or(StoreError::Closed);
             for command in group.drain(..) {
-                reply(command, Err(refusal.clone()));
+                refuse(command, refusal.clone());
             }
             continue;
         };
@@ -162,7 +164,7 @@ pub fn run(
                     moved
                 });
                 for (command, outcome) in group.drain(..).zip(outcomes) {
-                    reply(command, outcome);
+                    answer(command, outcome);
                 }
             }
             Err(e) => {
@@ -179,7 +181,7 @@ pub fn run(
                     }
                 }
                 for command in group.drain(..) {
-                    reply(command, Err(e.clone()));
+                    refuse(command, e.clone());
                 }
             }
         }
@@ -211,12 +213,40 @@ fn reopen(shared: &SharedDatabase, opener: &Opener) -> Result<Counters, StoreErr
     counters
 }
 
-fn reply(command: WriteCommand, outcome: Result<WriteOutcome, StoreError>) {
-    let reply = match command {
-        WriteCommand::Append { reply, .. } | WriteCommand::Delete { reply, .. } => reply,
-    };
+/// What one command of a group came to.
+enum Answer {
+    Single(Checked),
+    Several(Result<Vec<WriteOutcome>, StoreError>),
+}
+
+fn answer(command: WriteCommand, outcome: Answer) {
     // The caller may have gone (deadline, disconnect); the write stands all the same.
-    let _ = reply.send(outcome);
+    match (command, outcome) {
+        (
+            WriteCommand::Append { reply, .. } | WriteCommand::Delete { reply, .. },
+            Answer::Single(outcome),
+        ) => {
+            let _ = reply.send(outcome);
+        }
+        (WriteCommand::Commit { reply, .. }, Answer::Several(outcome)) => {
+            let _ = reply.send(outcome);
+        }
+        (command, _) => refuse(
+            command,
+            StoreError::Storage("a write was answered in the wrong shape".into()),
+        ),
+    }
+}
+
+fn refuse(command: WriteCommand, error: StoreError) {
+    match command {
+        WriteCommand::Append { reply, .. } | WriteCommand::Delete { reply, .. } => {
+            let _ = reply.send(Err(error));
+        }
+        WriteCommand::Commit { reply, .. } => {
+            let _ = reply.send(Err(error));
+        }
+    }
 }
 
 /// Applies every command of the group in one transaction and commits it durably. A command
@@ -226,7 +256,7 @@ fn commit_group(
     counters: &mut Counters,
     memory: &mut Memory,
     group: &[WriteCommand],
-) -> Result<Vec<Result<WriteOutcome, StoreError>>, StoreError> {
+) -> Result<Vec<Answer>, StoreError> {
     let mut txn = db.begin_write()?;
     // Records the allocator state with each commit, so that opening after a crash is
     // immediate instead of a walk over the whole file.
@@ -236,6 +266,15 @@ fn commit_group(
             events: txn.open_table(EVENTS)?,
             streams: txn.open_table(STREAMS)?,
             stream_events: txn.open_table(STREAM_EVENTS)?,
+            // Opened only when a command sets records: most groups are plain appends.
+            records: if group
+                .iter()
+                .any(|c| matches!(c, WriteCommand::Commit { records, .. } if !records.is_empty()))
+            {
+                Some(txn.open_table(RECORDS)?)
+            } else {
+                None
+            },
             counters,
             memory,
             now: now_ticks(),
@@ -248,13 +287,16 @@ fn commit_group(
                     expected,
                     events,
                     ..
-                } => tables.append(stream, *expected, events)?,
+                } => Answer::Single(tables.append(stream, *expected, events)?),
                 WriteCommand::Delete {
                     stream,
                     expected,
                     tombstone,
                     ..
-                } => tables.delete(stream, *expected, *tombstone)?,
+                } => Answer::Single(tables.delete(stream, *expected, *tombstone)?),
+                WriteCommand::Commit {
+                    appends, records, ..
+                } => Answer::Several(tables.commit(appends, records)?),
             });
         }
         outcomes
@@ -270,6 +312,7 @@ struct Tables<'txn, 'w> {
     events: Table<'txn, u64, &'static [u8]>,
     streams: Table<'txn, &'static str, &'static [u8]>,
     stream_events: Table<'txn, (u64, u64), u64>,
+    records: Option<Table<'txn, &'static str, &'static [u8]>>,
     counters: &'w mut Counters,
     memory: &'w mut Memory,
     now: i64,
@@ -287,15 +330,7 @@ impl Tables<'_, '_> {
     /// The stream's state, or a fresh one (with a new id) when the stream is unknown. A stream
     /// is known once it has had an event or metadata.
     fn stream(&mut self, name: &str) -> Result<(StreamInfo, bool), StoreError> {
-        if let Some(info) = self.memory.streams.get(name) {
-            return Ok((info.clone(), true));
-        }
-        if let Some(bytes) = self.streams.get(name)? {
-            let record = StreamRecord::decode(bytes.value())
-                .map_err(|e| StoreError::Storage(format!("corrupt stream record {name}: {e}")))?;
-            let last = last_revision(&self.stream_events, record.id)?;
-            let info = StreamInfo::from_record(record, last);
-            self.memory.remember_stream(name, &info);
+        if let Some(info) = self.known_stream(name)? {
             return Ok((info, true));
         }
         let id = self.counters.next_stream_id;
@@ -305,6 +340,22 @@ impl Tables<'_, '_> {
             ..StreamInfo::default()
         };
         Ok((info, false))
+    }
+
+    /// The state of a stream that has had an event or metadata.
+    fn known_stream(&mut self, name: &str) -> Result<Option<StreamInfo>, StoreError> {
+        if let Some(info) = self.memory.streams.get(name) {
+            return Ok(Some(info.clone()));
+        }
+        let Some(bytes) = self.streams.get(name)? else {
+            return Ok(None);
+        };
+        let record = StreamRecord::decode(bytes.value())
+            .map_err(|e| StoreError::Storage(format!("corrupt stream record {name}: {e}")))?;
+        let last = last_revision(&self.stream_events, record.id)?;
+        let info = StreamInfo::from_record(record, last);
+        self.memory.remember_stream(name, &info);
+        Ok(Some(info))
     }
 
     /// Keeps the new state in memory; writes the stream record when it changed (or is new).
@@ -328,7 +379,7 @@ impl Tables<'_, '_> {
         expected: ExpectedRevision,
         events: &[ProposedEvent],
     ) -> Result<Checked, StoreError> {
-        let (mut info, known) = self.stream(stream)?;
+        let (info, known) = self.stream(stream)?;
         if info.tombstoned {
             return Ok(Err(StoreError::StreamDeleted(stream.to_string())));
         }
@@ -352,7 +403,23 @@ impl Tables<'_, '_> {
                 position: Some(self.counters.head()),
             }));
         }
+        self.write_append(stream, info, known, events).map(Ok)
+    }
 
+    /// Writes events whose checks have passed after the stream's newest revision.
+    fn write_append(
+        &mut self,
+        stream: &str,
+        mut info: StreamInfo,
+        known: bool,
+        events: &[ProposedEvent],
+    ) -> Result<WriteOutcome, StoreError> {
+        if events.is_empty() {
+            return Ok(WriteOutcome {
+                current_revision: info.last_revision,
+                position: None,
+            });
+        }
         let first = info.last_revision.map_or(0, |r| r + 1);
         let mut position = 0;
         for (offset, event) in events.iter().enumerate() {
@@ -377,10 +444,72 @@ impl Tables<'_, '_> {
             }
         }
 
-        Ok(Ok(WriteOutcome {
+        Ok(WriteOutcome {
             current_revision: info.last_revision,
             position: Some(position),
-        }))
+        })
+    }
+
+    /// An atomic [`WriteCommand::Commit`]: every append is checked first, against the streams as
+    /// the appends before it leave them, so that a refusal writes nothing; then all is written.
+    /// Retries are not recognised here: the caller keeps its own progress in `records`.
+    fn commit(
+        &mut self,
+        appends: &[StreamAppend],
+        records: &[(String, Bytes)],
+    ) -> Result<Result<Vec<WriteOutcome>, StoreError>, StoreError> {
+        if let Err(refused) = self.check_all(appends)? {
+            return Ok(Err(refused));
+        }
+        let mut outcomes = Vec::with_capacity(appends.len());
+        for append in appends {
+            let (info, known) = self.stream(&append.stream)?;
+            outcomes.push(self.write_append(&append.stream, info, known, &append.events)?);
+        }
+        if !records.is_empty() {
+            let table = self
+                .records
+                .as_mut()
+                .ok_or_else(|| StoreError::Storage("the records table is not open".into()))?;
+            for (key, value) in records {
+                table.insert(key.as_str(), value.as_ref())?;
+            }
+        }
+        Ok(Ok(outcomes))
+    }
+
+    fn check_all(
+        &mut self,
+        appends: &[StreamAppend],
+    ) -> Result<Result<(), StoreError>, StoreError> {
+        // Each stream as the appends checked so far would leave it.
+        let mut planned: HashMap<&str, (StreamInfo, bool)> = HashMap::new();
+        for append in appends {
+            let name = append.stream.as_str();
+            let (mut info, mut known) = match planned.remove(name) {
+                Some(state) => state,
+                None => match self.known_stream(name)? {
+                    Some(info) => (info, true),
+                    None => (StreamInfo::default(), false),
+                },
+            };
+            if info.tombstoned {
+                return Ok(Err(StoreError::StreamDeleted(name.to_string())));
+            }
+            if let Err(refused) = check_expected(name, &info, known, append.expected) {
+                return Ok(Err(refused));
+            }
+            if !append.events.is_empty() {
+                let first = info.last_revision.map_or(0, |r| r + 1);
+                info.last_revision = Some(first + append.events.len() as u64 - 1);
+                if info.is_soft_deleted() {
+                    info.truncate_before = Some(first);
+                }
+                known = true;
+            }
+            planned.insert(name, (info, known));
+        }
+        Ok(Ok(()))
     }
 
     fn write_event(

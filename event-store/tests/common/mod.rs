@@ -30,6 +30,16 @@ impl TestStore {
         started
     }
 
+    /// A store without the system projections: `$all` holds only what the test writes, for
+    /// tests of `$all` itself (positions, filters, the last event).
+    pub async fn start_without_projections() -> TestStore {
+        let options = ServerOptions {
+            system_projections: false,
+            ..ServerOptions::default()
+        };
+        Self::start_with(options, "").await
+    }
+
     /// A store on data that outlives it: stop it, then start another on the same `dir`.
     pub async fn start_in(dir: &std::path::Path) -> TestStore {
         Self::serve(dir, ServerOptions::default(), "").await
