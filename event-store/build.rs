@@ -15,6 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/gossip.proto",
                 "proto/persistent.proto",
                 "proto/projections.proto",
+                "proto/operations.proto",
+                "proto/monitoring.proto",
             ],
             &[std::path::Path::new("proto"), include.as_path()],
         )?;

@@ -20,6 +20,12 @@ pub mod event_store {
         pub mod projections {
             tonic::include_proto!("event_store.client.projections");
         }
+        pub mod operations {
+            tonic::include_proto!("event_store.client.operations");
+        }
+        pub mod monitoring {
+            tonic::include_proto!("event_store.client.monitoring");
+        }
     }
 }
 
@@ -31,4 +37,6 @@ pub mod google {
 
 pub use event_store::client as shared;
 pub use event_store::client::persistent_subscriptions as persistent;
-pub use event_store::client::{gossip, projections, server_features, streams};
+pub use event_store::client::{
+    gossip, monitoring, operations, projections, server_features, streams,
+};

@@ -500,6 +500,8 @@ async fn discovery_lists_what_is_served_and_one_leader() {
         "gossip.gossip",
         "server_features.serverfeatures",
         "projections.projections",
+        "operations.operations",
+        "monitoring.monitoring",
     ];
     assert!(
         methods.iter().all(

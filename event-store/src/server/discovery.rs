@@ -64,6 +64,23 @@ impl ServerFeatures for Discovery {
         ] {
             methods.push(method(name, PERSISTENT, &["stream", "all"]));
         }
+        const OPERATIONS: &str = "event_store.client.operations.operations";
+        for name in [
+            "startscavenge",
+            "stopscavenge",
+            "shutdown",
+            "mergeindexes",
+            "resignnode",
+            "setnodepriority",
+            "restartpersistentsubscriptions",
+        ] {
+            methods.push(method(name, OPERATIONS, &[]));
+        }
+        methods.push(method(
+            "stats",
+            "event_store.client.monitoring.monitoring",
+            &[],
+        ));
         if self.projections {
             // Every method of the service, as the real server lists what it registered; create
             // is served (to refuse user projections), with the feature the real one names.

@@ -10,6 +10,7 @@ mod discovery;
 mod errors;
 pub mod filter;
 mod health;
+mod operations;
 mod persistent;
 mod projections;
 pub(crate) mod read;
@@ -31,6 +32,8 @@ pub use convert::AppendLimits;
 pub use discovery::SERVER_VERSION;
 
 use crate::proto::gossip::gossip_server::GossipServer;
+use crate::proto::monitoring::monitoring_server::MonitoringServer;
+use crate::proto::operations::operations_server::OperationsServer;
 use crate::proto::persistent::persistent_subscriptions_server::PersistentSubscriptionsServer;
 use crate::proto::projections::projections_server::ProjectionsServer;
 use crate::proto::server_features::server_features_server::ServerFeaturesServer;
@@ -102,6 +105,18 @@ pub async fn serve(
     } else {
         None
     };
+    // `Operations.Shutdown` stops the server as the caller's shutdown does.
+    let shutdown_requested = std::sync::Arc::new(tokio::sync::Notify::new());
+    let operations = operations::OperationsService::new(
+        store.clone(),
+        subsystem.clone(),
+        shutdown_requested.clone(),
+    );
+    let monitoring = operations::MonitoringService {
+        store: store.clone(),
+        started: std::time::SystemTime::now(),
+        shutdown: stop_rx.clone(),
+    };
     let persistent = persistent::PersistentService::new(subsystem, stop_rx.clone());
     let streams = streams::StreamsService::new(store, options.limits, stop_rx);
     // An event may be as large as the limit, plus its envelope.
@@ -132,6 +147,14 @@ pub async fn serve(
         ))
         .add_optional_service(projections)
         .add_service(tonic::service::interceptor::InterceptedService::new(
+            OperationsServer::new(operations),
+            authenticate.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            MonitoringServer::new(monitoring),
+            authenticate.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
             StreamsServer::new(streams)
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message),
@@ -141,7 +164,10 @@ pub async fn serve(
         TcpListenerStream::new(listener).map(|accepted| accepted.map(connection::Connection::new));
     router
         .serve_with_incoming_shutdown(incoming, async move {
-            shutdown.await;
+            tokio::select! {
+                _ = shutdown => {}
+                _ = shutdown_requested.notified() => {}
+            }
             let _ = stop_tx.send(true);
         })
         .await?;

@@ -6,6 +6,7 @@
 //! Nothing at start-up scans the log: counters are kept in a small table.
 
 mod record;
+mod scavenge;
 mod snapshot;
 mod writer;
 
@@ -17,6 +18,7 @@ use redb::{Database, TableDefinition};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use record::{is_metastream, now_ticks, StoredEvent, StreamInfo, DELETED, TOMBSTONE_REVISION};
+pub use scavenge::ScavengeReport;
 pub use snapshot::{AllPage, Direction, Recorded, Snapshot};
 
 /// Global position → encoded [`StoredEvent`]. Positions are dense and start at 1.
@@ -202,6 +204,8 @@ pub struct Store {
     db: SharedDatabase,
     writes: mpsc::Sender<WriteCommand>,
     head: watch::Receiver<u64>,
+    /// Set to stop a running scavenge between two of its chunks.
+    scavenge_stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Store {
@@ -233,6 +237,7 @@ impl Store {
             db,
             writes: tx,
             head: head_rx,
+            scavenge_stop: Arc::default(),
         })
     }
 
@@ -289,6 +294,23 @@ impl Store {
         })
         .await?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Removes what no reader can see any more (deleted streams' events, events before `$tb` or
+    /// beyond `$maxCount`), beside the writer, in chunks: their space is used again.
+    pub async fn scavenge(&self) -> Result<ScavengeReport, StoreError> {
+        self.scavenge_stop
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let (db, stop) = (self.db.clone(), self.scavenge_stop.clone());
+        tokio::task::spawn_blocking(move || scavenge::run(&db, &stop))
+            .await
+            .map_err(|_| StoreError::Storage("the scavenge task failed".into()))?
+    }
+
+    /// Stops a running scavenge after its current chunk.
+    pub fn stop_scavenge(&self) {
+        self.scavenge_stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A record kept with [`Store::commit`], as of the latest commit.

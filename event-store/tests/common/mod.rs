@@ -45,6 +45,15 @@ impl TestStore {
         Self::serve(dir, ServerOptions::default(), "").await
     }
 
+    /// On data that outlives it, without the system projections' links (to count events).
+    pub async fn start_in_without_projections(dir: &std::path::Path) -> TestStore {
+        let options = ServerOptions {
+            system_projections: false,
+            ..ServerOptions::default()
+        };
+        Self::serve(dir, options, "").await
+    }
+
     async fn serve(dir: &std::path::Path, options: ServerOptions, userinfo: &str) -> TestStore {
         // A store stopped just before may still be closing its file.
         let mut tries = 0;
