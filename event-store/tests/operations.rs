@@ -206,3 +206,42 @@ async fn a_shutdown_request_stops_the_binary_cleanly() {
     let (_child, c) = common::start_binary(dir.path()).await;
     assert_eq!(revisions(&c, "before-shutdown").await, vec![0]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_age_hides_old_events_and_a_scavenge_removes_them() {
+    let s = TestStore::start_without_projections().await;
+    let c = &s.client;
+    let stream = stream_name("aged");
+    append(c, &stream, 0..5).await;
+    // `$maxAge` is in seconds on the real server; this client writes milliseconds there, so the
+    // metadata is written as the real server reads it.
+    let metadata =
+        EventData::json("$metadata", &serde_json::json!({ "$maxAge": 1 })).expect("json");
+    c.append_to_stream(
+        format!("$${stream}"),
+        &AppendToStreamOptions::default(),
+        metadata,
+    )
+    .await
+    .expect("metadata");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.append_to_stream(stream.as_str(), &AppendToStreamOptions::default(), big(5))
+        .await
+        .expect("append");
+    // Only the young event is there for readers; `$all` still holds the old ones.
+    assert_eq!(revisions(c, &stream).await, vec![5]);
+    assert_eq!(in_all(c, &stream).await, 6);
+    let ops = operations::Client::from(c.clone());
+    ops.start_scavenge(1, 0, &Default::default())
+        .await
+        .expect("start");
+    for _ in 0..200 {
+        if in_all(c, &stream).await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(in_all(c, &stream).await, 1);
+    assert_eq!(revisions(c, &stream).await, vec![5]);
+    s.stop().await;
+}

@@ -236,9 +236,9 @@ pub(crate) fn resolve_link(
         return Ok(None);
     };
     match snapshot.stream(stream)? {
-        Some(info) if revision >= info.first_visible(stream) => {
-            snapshot.stream_event(&info, revision)
-        }
+        Some(info) if revision >= info.first_visible(stream) => Ok(snapshot
+            .stream_event(&info, revision)?
+            .filter(|e| !info.is_expired(&e.event, crate::storage::now_ticks()))),
         _ => Ok(None),
     }
 }

@@ -296,8 +296,9 @@ impl Store {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Removes what no reader can see any more (deleted streams' events, events before `$tb` or
-    /// beyond `$maxCount`), beside the writer, in chunks: their space is used again.
+    /// Removes what no reader can see any more (deleted streams' events, events before `$tb`,
+    /// beyond `$maxCount` or past `$maxAge`), beside the writer, in chunks: their space is used
+    /// again.
     pub async fn scavenge(&self) -> Result<ScavengeReport, StoreError> {
         self.scavenge_stop
             .store(false, std::sync::atomic::Ordering::Relaxed);

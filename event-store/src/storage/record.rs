@@ -49,6 +49,8 @@ pub struct StreamRecord {
     pub truncate_before: Option<u64>,
     #[prost(uint64, optional, tag = "5")]
     pub max_count: Option<u64>,
+    #[prost(uint64, optional, tag = "6")]
+    pub max_age: Option<u64>,
 }
 
 /// A stream's state: its record plus its newest revision, which the index gives.
@@ -63,6 +65,8 @@ pub struct StreamInfo {
     pub truncate_before: Option<u64>,
     /// `$maxCount` from the stream's metadata: only that many newest events are visible.
     pub max_count: Option<u64>,
+    /// `$maxAge` from the stream's metadata, in seconds: older events are not visible.
+    pub max_age: Option<u64>,
 }
 
 impl StreamInfo {
@@ -73,6 +77,7 @@ impl StreamInfo {
             tombstoned: record.tombstoned,
             truncate_before: record.truncate_before,
             max_count: record.max_count,
+            max_age: record.max_age,
         }
     }
 
@@ -82,6 +87,7 @@ impl StreamInfo {
             tombstoned: self.tombstoned,
             truncate_before: self.truncate_before,
             max_count: self.max_count,
+            max_age: self.max_age,
         }
     }
 }
@@ -108,6 +114,16 @@ impl StreamInfo {
             _ => 0,
         };
         tb.max(by_count)
+    }
+}
+
+impl StreamInfo {
+    /// Whether `$maxAge` hides this event of the stream at `now` (ticks).
+    pub fn is_expired(&self, event: &StoredEvent, now: i64) -> bool {
+        self.max_age.is_some_and(|seconds| {
+            let age = i64::try_from(seconds.saturating_mul(10_000_000)).unwrap_or(i64::MAX);
+            event.created < now.saturating_sub(age)
+        })
     }
 }
 

@@ -1,5 +1,6 @@
 //! Scavenging: removing the events no reader can see any more (those of deleted streams, and
-//! those before a stream's `$tb` or beyond its `$maxCount`), so that their space is used again.
+//! those before a stream's `$tb`, beyond its `$maxCount` or older than its `$maxAge`), so that
+//! their space is used again.
 //!
 //! It runs beside the writer, in transactions of its own of bounded size (redb takes write
 //! transactions one at a time, so appends wait for at most one chunk). Each stream keeps its
@@ -10,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use prost::Message;
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::record::{StreamInfo, StreamRecord};
+use super::record::{StoredEvent, StreamInfo, StreamRecord};
 use super::snapshot::last_revision;
 use super::{SharedDatabase, StoreError, EVENTS, STREAMS, STREAM_EVENTS};
 
@@ -88,7 +89,25 @@ fn scavenge_chunk(shared: &SharedDatabase, name: &str) -> Result<(usize, bool), 
         };
         let info = StreamInfo::from_record(record, Some(last));
         // Everything before the first visible revision goes, but never the newest event.
-        let keep_from = info.first_visible(name).min(last);
+        let mut keep_from = info.first_visible(name).min(last);
+        if info.max_age.is_some() {
+            // Events are in time order: those past `$maxAge` come first.
+            let events = txn.open_table(EVENTS)?;
+            let now = super::now_ticks();
+            for entry in index.range((info.id, keep_from)..(info.id, last))? {
+                let (key, position) = entry?;
+                let Some(bytes) = events.get(position.value())? else {
+                    continue;
+                };
+                let event = StoredEvent::decode(bytes.value()).map_err(|e| {
+                    StoreError::Storage(format!("corrupt event at {}: {e}", position.value()))
+                })?;
+                if !info.is_expired(&event, now) {
+                    break;
+                }
+                keep_from = key.value().1 + 1;
+            }
+        }
         let doomed: Vec<(u64, u64)> = index
             .range((info.id, 0)..(info.id, keep_from))?
             .take(CHUNK + 1)

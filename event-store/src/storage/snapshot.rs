@@ -90,10 +90,17 @@ impl Snapshot {
                 .range((id, first)..=(id, from.min(last)))?,
         };
         let mut out = Vec::with_capacity(limit.min(1024));
-        for entry in in_direction(range, direction).take(limit) {
+        let now = super::now_ticks();
+        for entry in in_direction(range, direction) {
+            if out.len() >= limit {
+                break;
+            }
             let position = entry?.1.value();
             if let Some(event) = self.event_at(position)? {
-                out.push(Recorded { position, event });
+                // `$maxAge`: events past it are not there for readers.
+                if !info.is_expired(&event, now) {
+                    out.push(Recorded { position, event });
+                }
             }
         }
         Ok(out)

@@ -693,6 +693,7 @@ impl Tables<'_, '_> {
         let (mut info, _) = self.stream(stream)?;
         info.truncate_before = meta.get("$tb").and_then(|v| v.as_u64());
         info.max_count = meta.get("$maxCount").and_then(|v| v.as_u64());
+        info.max_age = meta.get("$maxAge").and_then(|v| v.as_u64());
         self.save_stream(stream, &info, true)
     }
 }
