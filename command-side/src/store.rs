@@ -1,7 +1,7 @@
 //! The event store adapter: loads an aggregate's stream and appends its new events, through
 //! the official `kurrentdb` client.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use domain::Aggregate;
 use events::{Event, KeyError, KeyStore, Metadata};
@@ -85,7 +85,8 @@ impl From<KeyError> for StoreError {
 }
 
 pub struct EventStore<K> {
-    client: Client,
+    /// Replaced when the official client gives up (see [`EventStore::unavailable`]).
+    client: Arc<RwLock<Client>>,
     keys: Arc<K>,
 }
 
@@ -100,7 +101,40 @@ impl<K> Clone for EventStore<K> {
 
 impl<K: KeyStore> EventStore<K> {
     pub fn new(client: Client, keys: Arc<K>) -> Self {
-        EventStore { client, keys }
+        EventStore {
+            client: Arc::new(RwLock::new(client)),
+            keys,
+        }
+    }
+
+    /// The client to call now.
+    fn client(&self) -> Client {
+        self.client
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// A failed call, as the caller hears it. The official client gives up for good when a
+    /// connection attempt fails during its discovery (its first connection, made on the first
+    /// call: a command side started while the event store is down) and answers every later
+    /// call with `ConnectionClosed`; such a client is replaced here by a new one with the same
+    /// settings, so the next call connects afresh. Later outages it rides out by itself.
+    fn unavailable(&self, error: kurrentdb::Error) -> StoreError {
+        if matches!(
+            error,
+            kurrentdb::Error::ConnectionClosed | kurrentdb::Error::GrpcConnectionError(_)
+        ) {
+            let mut current = self
+                .client
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match Client::new(current.settings().clone()) {
+                Ok(fresh) => *current = fresh,
+                Err(e) => tracing::warn!(error = %e, "cannot make a new event store client"),
+            }
+        }
+        StoreError::Unavailable(error.to_string())
     }
 
     pub fn keys(&self) -> &K {
@@ -120,17 +154,17 @@ impl<K: KeyStore> EventStore<K> {
             stored: Vec::new(),
         };
         let options = ReadStreamOptions::default().max_count(usize::MAX);
-        let mut read = match self.client.read_stream(stream, &options).await {
+        let mut read = match self.client().read_stream(stream, &options).await {
             Ok(read) => read,
             Err(kurrentdb::Error::ResourceNotFound) => return Ok(loaded),
-            Err(e) => return Err(StoreError::Unavailable(e.to_string())),
+            Err(e) => return Err(self.unavailable(e)),
         };
         loop {
             let resolved = match read.next().await {
                 Ok(Some(resolved)) => resolved,
                 Ok(None) => break,
                 Err(kurrentdb::Error::ResourceNotFound) => return Ok(loaded),
-                Err(e) => return Err(StoreError::Unavailable(e.to_string())),
+                Err(e) => return Err(self.unavailable(e)),
             };
             let recorded = resolved.get_original_event();
             let version = serde_json::from_slice::<Metadata>(&recorded.custom_metadata)
@@ -189,13 +223,13 @@ impl<K: KeyStore> EventStore<K> {
             None => StreamState::NoStream,
         };
         let options = AppendToStreamOptions::default().stream_state(expected);
-        match self.client.append_to_stream(stream, &options, data).await {
+        match self.client().append_to_stream(stream, &options, data).await {
             Ok(result) => Ok(Written {
                 revision: result.next_expected_version,
                 position: result.position.commit,
             }),
             Err(kurrentdb::Error::WrongExpectedVersion { .. }) => Err(StoreError::Conflict),
-            Err(e) => Err(StoreError::Unavailable(e.to_string())),
+            Err(e) => Err(self.unavailable(e)),
         }
     }
 }

@@ -156,16 +156,27 @@ pub async fn consume<P: Policy>(
             metadata,
         };
         // A failure here leaves the event unacknowledged: leaving the group hands it to
-        // another member (or to this one once it is back).
-        let mut client = pool.get().await.map_err(database)?;
-        let tx = client.transaction().await.map_err(database)?;
-        policy.react(&trigger, &tx).await?;
-        tx.commit().await.map_err(database)?;
-        subscription
-            .ack(&event)
-            .await
-            .map_err(|e| PolicyError::EventStore(e.to_string()))?;
+        // another member (or to this one once it is back). So does a shutdown in the middle
+        // of a reaction (one waiting for a command side that is down can take long): the
+        // transaction rolls back, and reacting again is harmless.
+        let handled = async {
+            let mut client = pool.get().await.map_err(database)?;
+            let tx = client.transaction().await.map_err(database)?;
+            policy.react(&trigger, &tx).await?;
+            tx.commit().await.map_err(database)?;
+            subscription
+                .ack(&event)
+                .await
+                .map_err(|e| PolicyError::EventStore(e.to_string()))
+        };
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            handled = handled => handled?,
+        }
         metrics::counter!("policy_events_handled_total", "policy" => P::NAME).increment(1);
+        // How old the event was when the policy had reacted to it.
+        let lag = (Utc::now() - trigger.created).as_seconds_f64().max(0.0);
+        metrics::gauge!("policy_lag_seconds", "policy" => P::NAME).set(lag);
     }
 }
 

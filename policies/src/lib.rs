@@ -41,6 +41,7 @@ pub enum PolicyError {
 }
 
 /// ReservationCancelled -> cancel (refund) its payment.
+#[derive(Clone)]
 pub struct RefundOnCancel {
     pub events: kurrentdb::Client,
     pub payments: PaymentServiceClient<AuthorizedChannel>,

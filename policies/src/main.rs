@@ -73,15 +73,34 @@ async fn main() -> anyhow::Result<()> {
     };
     tracing::info!( commands = %commands, ?orphan_after, "policies running");
     let always = |_: &policies::PolicyError| true;
+    // Each attempt after a failure gets a new event store client: the official client gives
+    // up for good when a connection attempt fails (its first connection, if the store is away
+    // then), and answers every later call with "Connection is closed".
+    let renewed = |client: &kurrentdb::Client| {
+        kurrentdb::Client::new(client.settings().clone()).unwrap_or_else(|_| client.clone())
+    };
+    let (stop, pool) = (&stop, &pool);
     tokio::try_join!(
-        lifecycle::keep_running(RefundOnCancel::NAME, &stop, always, || {
-            consume(&refunds, &events, &pool, stop.requested())
+        lifecycle::keep_running(RefundOnCancel::NAME, stop, always, || {
+            let policy = RefundOnCancel {
+                events: renewed(&refunds.events),
+                ..refunds.clone()
+            };
+            async move { consume(&policy, &policy.events, pool, stop.requested()).await }
         }),
-        lifecycle::keep_running(NotifyCustomer::NAME, &stop, always, || {
-            consume(&notify, &events, &pool, stop.requested())
+        lifecycle::keep_running(NotifyCustomer::NAME, stop, always, || {
+            let policy = NotifyCustomer {
+                events: renewed(&notify.events),
+                ..notify.clone()
+            };
+            async move { consume(&policy, &policy.events, pool, stop.requested()).await }
         }),
-        lifecycle::keep_running(RefundOrphanedPayments::NAME, &stop, always, || {
-            orphans.run(stop.requested())
+        lifecycle::keep_running(RefundOrphanedPayments::NAME, stop, always, || {
+            let policy = RefundOrphanedPayments {
+                events: renewed(&orphans.events),
+                ..orphans.clone()
+            };
+            async move { policy.run(stop.requested()).await }
         }),
     )?;
     tracing::info!("policies stopped");

@@ -24,6 +24,7 @@ use crate::consumer::{request, until_answered, Policy, Trigger};
 use crate::store;
 use crate::PolicyError;
 
+#[derive(Clone)]
 pub struct NotifyCustomer {
     pub events: kurrentdb::Client,
     pub messages: MessageServiceClient<AuthorizedChannel>,

@@ -28,6 +28,7 @@ use uuid::Uuid;
 use crate::consumer::{consume, database, request, until_answered, Policy, Trigger};
 use crate::PolicyError;
 
+#[derive(Clone)]
 pub struct RefundOrphanedPayments {
     pub events: kurrentdb::Client,
     pub payments: PaymentServiceClient<AuthorizedChannel>,

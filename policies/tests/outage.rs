@@ -2,6 +2,8 @@
 //! ready, reconnects with backoff and resumes from its checkpoints when the store returns; a
 //! cancellation made during the outage is refunded afterwards, once.
 
+mod common;
+
 use std::time::Duration;
 
 use command_side::proto::reservation_service_client::ReservationServiceClient;
@@ -39,6 +41,18 @@ async fn cancelled(running: &testkit::Running) -> String {
     format!("payment-{}", data["payment_id"].as_str().unwrap())
 }
 
+/// The event store's port, from its URL.
+fn store_port(running: &testkit::Running) -> u16 {
+    running
+        .event_store_url
+        .trim_start_matches("esdb://127.0.0.1:")
+        .split('?')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 async fn refunds(running: &testkit::Running, stream: &str) -> usize {
     let mut read = running
         .event_store_client()
@@ -72,15 +86,7 @@ async fn eventually<F: std::future::Future<Output = bool>>(what: &str, check: im
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_policies_wait_out_an_event_store_outage_and_resume() {
     let running = testkit::Running::start().await;
-    let store_port: u16 = running
-        .event_store_url
-        .trim_start_matches("esdb://127.0.0.1:")
-        .split('?')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let link = testkit::Link::to(store_port).await;
+    let link = testkit::Link::to(store_port(&running)).await;
     let (database, _pool) = testkit::fresh_named_database().await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -88,21 +94,12 @@ async fn the_policies_wait_out_an_event_store_outage_and_resume() {
         .unwrap()
         .port();
     let operations = format!("http://127.0.0.1:{port}");
-    let service = running.issuer.service_client();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_policies"))
+    let mut child = common::policies(&running, &database)
         .env(
             "EVENT_STORE_URL",
             format!("esdb://127.0.0.1:{}?tls=false", link.port),
         )
-        .env("COMMAND_ENDPOINT", &running.command_url)
-        .env("PGDATABASE", &database)
-        .env_remove("DATABASE_URL")
         .env("METRICS_LISTEN", format!("127.0.0.1:{port}"))
-        .env("AUTH_ISSUER", running.issuer.url())
-        .env("AUTH_CLIENT_ID", &service.client_id)
-        .env("AUTH_CLIENT_SECRET", &service.client_secret)
-        .env("RUST_LOG", "error")
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
 
@@ -154,21 +151,11 @@ async fn the_policies_wait_out_a_postgresql_outage_and_resume() {
         .unwrap()
         .port();
     let operations = format!("http://127.0.0.1:{port}");
-    let service = running.issuer.service_client();
     // Their checkpoints and state only through the link.
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_policies"))
-        .env("EVENT_STORE_URL", &running.event_store_url)
-        .env("COMMAND_ENDPOINT", &running.command_url)
+    let mut child = common::policies(&running, &database)
         .env("PGHOST", "127.0.0.1")
         .env("PGPORT", link.port.to_string())
-        .env("PGDATABASE", &database)
-        .env_remove("DATABASE_URL")
         .env("METRICS_LISTEN", format!("127.0.0.1:{port}"))
-        .env("AUTH_ISSUER", running.issuer.url())
-        .env("AUTH_CLIENT_ID", &service.client_id)
-        .env("AUTH_CLIENT_SECRET", &service.client_secret)
-        .env("RUST_LOG", "error")
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
 
@@ -200,4 +187,89 @@ async fn the_policies_wait_out_a_postgresql_outage_and_resume() {
     .await;
     assert_eq!(refunds(&running, &before).await, 1, "refunded once");
     assert_eq!(refunds(&running, &during).await, 1, "refunded once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_policies_while_a_command_waits_for_an_answer() {
+    let running = testkit::Running::start().await;
+    let command_port: u16 = running
+        .command_url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let link = testkit::Link::to(command_port).await;
+    let (database, _pool) = testkit::fresh_named_database().await;
+    let start = || {
+        common::policies(&running, &database)
+            .env(
+                "COMMAND_ENDPOINT",
+                format!("http://127.0.0.1:{}", link.port),
+            )
+            .spawn()
+            .unwrap()
+    };
+    let mut child = start();
+    let before = cancelled(&running).await;
+    eventually("the first cancellation refunded", || async {
+        refunds(&running, &before).await == 1
+    })
+    .await;
+
+    // The command side cannot be reached: the refund of the next cancellation is retried...
+    link.cut();
+    let during = cancelled(&running).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(refunds(&running, &during).await, 0);
+    // ...and SIGTERM stops the process all the same, without waiting for an answer.
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("the policies did not stop within 10 s of SIGTERM")
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+
+    // What it had not finished is done, once, by the next one.
+    link.restore();
+    let mut next = start();
+    eventually("the interrupted refund made", || async {
+        refunds(&running, &during).await == 1
+    })
+    .await;
+    assert!(next.try_wait().unwrap().is_none());
+    assert_eq!(refunds(&running, &before).await, 1, "refunded once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_started_while_the_event_store_is_away_work_once_it_is_back() {
+    let running = testkit::Running::start().await;
+    let link = testkit::Link::to(store_port(&running)).await;
+    let (database, _pool) = testkit::fresh_named_database().await;
+    // Away before the policies make their first call to it.
+    link.cut();
+    let mut child = common::policies(&running, &database)
+        .env(
+            "EVENT_STORE_URL",
+            format!("esdb://127.0.0.1:{}?tls=false", link.port),
+        )
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(child.try_wait().unwrap().is_none(), "the policies exited");
+
+    // The official client gives up for good when its first connection fails; the policies
+    // must not keep that client.
+    link.restore();
+    let cancelled = cancelled(&running).await;
+    eventually("the cancellation refunded", || async {
+        refunds(&running, &cancelled).await == 1
+    })
+    .await;
 }

@@ -2,6 +2,8 @@
 //! again while the business goes on: the same effects as one replica, each exactly once (every
 //! cancellation refunded once, every step told to its customer once), and the work shared.
 
+mod common;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -16,18 +18,8 @@ fn replica(running: &testkit::Running, database: &str) -> tokio::process::Child 
         .and_then(|l| l.local_addr())
         .unwrap()
         .port();
-    let service = running.issuer.service_client();
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_policies"))
-        .env("EVENT_STORE_URL", &running.event_store_url)
-        .env("COMMAND_ENDPOINT", &running.command_url)
-        .env("PGDATABASE", database)
-        .env_remove("DATABASE_URL")
+    common::policies(running, database)
         .env("METRICS_LISTEN", format!("127.0.0.1:{port}"))
-        .env("AUTH_ISSUER", running.issuer.url())
-        .env("AUTH_CLIENT_ID", &service.client_id)
-        .env("AUTH_CLIENT_SECRET", &service.client_secret)
-        .env("RUST_LOG", "error")
-        .kill_on_drop(true)
         .spawn()
         .unwrap()
 }

@@ -93,7 +93,20 @@ async fn main() -> anyhow::Result<()> {
         projector::READINESS,
         &stop,
         |e| !matches!(e, projector::ProjectorError::Poison { .. }),
-        || projector.run(stop.requested()),
+        || {
+            // Each attempt after a failure gets a new event store client: the official client
+            // gives up for good when a connection attempt fails (its first connection, if the
+            // store is away then), and answers every later call with "Connection is closed".
+            let attempt = Projector {
+                client: kurrentdb::Client::new(projector.client.settings().clone())
+                    .unwrap_or_else(|_| projector.client.clone()),
+                pool: projector.pool.clone(),
+                keys: projector.keys.clone(),
+                ..projector
+            };
+            let stop = &stop;
+            async move { attempt.run(stop.requested()).await }
+        },
     )
     .await?;
     tracing::info!("projector stopped");

@@ -62,12 +62,11 @@ async fn eventually<F: std::future::Future<Output = bool>>(what: &str, check: im
     panic!("never: {what}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_projector_waits_out_an_event_store_outage_and_resumes() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = event_store::storage::Store::open(dir.path()).unwrap();
+/// An embedded event store in this process; its port and a client straight to it.
+async fn event_store(dir: &std::path::Path) -> (u16, kurrentdb::Client) {
+    let store = event_store::storage::Store::open(dir).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let store_port = listener.local_addr().unwrap().port();
+    let port = listener.local_addr().unwrap().port();
     tokio::spawn(event_store::server::serve(
         listener,
         store,
@@ -75,26 +74,28 @@ async fn the_projector_waits_out_an_event_store_outage_and_resumes() {
         std::future::pending(),
     ));
     let direct = kurrentdb::Client::new(
-        format!("esdb://127.0.0.1:{store_port}?tls=false")
+        format!("esdb://127.0.0.1:{port}?tls=false")
             .parse()
             .unwrap(),
     )
     .unwrap();
-    let link = testkit::Link::to(store_port).await;
+    (port, direct)
+}
 
-    let (database, pool) = testkit::fresh_named_database().await;
+/// The projector binary on the store behind `link` and the database `database`; its
+/// operations address.
+fn projector(link: &testkit::Link, database: &str) -> (tokio::process::Child, String) {
     let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let metrics = format!("http://127.0.0.1:{metrics_port}");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_projector"))
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_projector"))
         .env(
             "EVENT_STORE_URL",
             format!("esdb://127.0.0.1:{}?tls=false", link.port),
         )
-        .env("PGDATABASE", &database)
+        .env("PGDATABASE", database)
         .env_remove("DATABASE_URL")
         .env_remove("KEY_STORE_URL")
         .env("METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
@@ -102,6 +103,16 @@ async fn the_projector_waits_out_an_event_store_outage_and_resumes() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    (child, format!("http://127.0.0.1:{metrics_port}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projector_waits_out_an_event_store_outage_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store_port, direct) = event_store(dir.path()).await;
+    let link = testkit::Link::to(store_port).await;
+    let (database, pool) = testkit::fresh_named_database().await;
+    let (mut child, metrics) = projector(&link, &database);
 
     let before = approve(&direct, 1_000).await;
     eventually("the first event projected", || projected(&pool, before)).await;
@@ -138,6 +149,25 @@ async fn the_projector_waits_out_an_event_store_outage_and_resumes() {
         .unwrap()
         .get(0);
     assert_eq!(rows, 2, "nothing lost, nothing doubled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_started_while_the_event_store_is_away_projects_once_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store_port, direct) = event_store(dir.path()).await;
+    let link = testkit::Link::to(store_port).await;
+    let (database, pool) = testkit::fresh_named_database().await;
+    // Away before the projector makes its first call to it.
+    link.cut();
+    let (mut child, _) = projector(&link, &database);
+    let written = approve(&direct, 1_000).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(child.try_wait().unwrap().is_none(), "the projector exited");
+
+    // The official client gives up for good when its first connection fails; the projector
+    // must not keep that client.
+    link.restore();
+    eventually("the event projected", || projected(&pool, written)).await;
 }
 
 /// The cluster's port, as the environment (`pg_virtualenv`) gives it.
