@@ -42,6 +42,8 @@ actions! {
     /// `GET /reservations/{id}/timeline`.
     ReadTimeline,
     ReadMessages, ReadPayments, ReadPaymethods,
+    /// `GET /summary`: the business at a glance (counts and takings), for the company.
+    ReadSummary,
 }
 
 /// The table. Columns: customer, cleaner, admin, service.
@@ -70,6 +72,7 @@ pub const fn rule(action: Action) -> [Scope; 4] {
         ReadMessages => [Own, No, All, No],
         ReadPayments => [Own, No, All, No],
         ReadPaymethods => [Own, No, All, No],
+        ReadSummary => [No, No, All, No],
     }
 }
 
@@ -174,6 +177,7 @@ pub fn describe(action: Action) -> &'static str {
         ReadMessages => "read messages",
         ReadPayments => "read payments",
         ReadPaymethods => "read payment methods",
+        ReadSummary => "read the business summary",
     }
 }
 

@@ -189,7 +189,8 @@ async fn call(
         | Action::ReadTimeline
         | Action::ReadMessages
         | Action::ReadPayments
-        | Action::ReadPaymethods => {}
+        | Action::ReadPaymethods
+        | Action::ReadSummary => {}
     }
     Ok(())
 }
@@ -204,6 +205,7 @@ async fn every_rpc_for_every_role_is_allowed_or_refused_as_the_table_says() {
         Action::ReadMessages,
         Action::ReadPayments,
         Action::ReadPaymethods,
+        Action::ReadSummary,
     ];
     for &action in Action::ALL.iter().filter(|a| !queries.contains(a)) {
         for role in Role::ALL {

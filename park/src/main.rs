@@ -193,7 +193,7 @@ async fn main() -> anyhow::Result<()> {
         let config = local.config("park");
         (Some(local), config)
     };
-    let pool = read_models::pool(db_config, 8)?;
+    let pool = read_models::pool(db_config.clone(), 8)?;
     let closing = pool.clone();
     read_models::migrate(&pool)
         .await
@@ -292,17 +292,22 @@ async fn main() -> anyhow::Result<()> {
                 args.queries
             )
         })?;
-    let app = query_side::router(query_side::AppState::new(
+    let query_state = query_side::AppState::new(
         pool,
         std::time::Duration::from_secs(2),
         access::Verifier::new(issuer.auth_settings())?,
         dev_issuer::PAGE_CLIENT_ID,
-    ));
+    )
+    .with_live_changes(db_config);
+    let live = query_state.live.clone();
+    let app = query_side::router(query_state);
     let mut query_stop = stop.clone();
     let queries = tokio::spawn(async move {
         axum::serve(query_listener, app)
             .with_graceful_shutdown(async move {
                 let _ = query_stop.wait_for(|s| *s).await;
+                // Open live dashboards never end by themselves.
+                live.stop();
             })
             .await
     });

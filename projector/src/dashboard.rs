@@ -24,6 +24,13 @@ pub fn apply(out: &mut Statements, applied: &Applied<'_>) {
     let (p, at) = (applied.position, applied.created);
     match applied.event {
         Event::Reservation(ReservationEvent::CleaningRequested(r)) => {
+            // Counted once: only while its row does not exist yet.
+            out.push(
+                "INSERT INTO reservations_by_status (status, reservations)
+                 SELECT 'requested', 1 WHERE NOT EXISTS (SELECT 1 FROM dashboard WHERE reservation_id = $1)
+                 ON CONFLICT (status) DO UPDATE SET reservations = reservations_by_status.reservations + 1",
+                params![r.reservation_id.uuid()],
+            );
             out.push(
                 "INSERT INTO dashboard (reservation_id, customer_id, customer_name, place, personal_erased,
                      request_date, price_cents, status, payment_id, payment_kind, payment_status,
@@ -96,6 +103,23 @@ pub fn apply(out: &mut Statements, applied: &Applied<'_>) {
                     amount,
                 } => (payment_id, reservation_id, amount, None, "refunded", None),
             };
+            // Counted on the day of the event, once: only when the payment's row has not
+            // applied this event yet and is not in that status already.
+            out.push(
+                "INSERT INTO payments_by_day (day, approved, approved_cents, refunded, refunded_cents)
+                 SELECT ($4::timestamptz AT TIME ZONE 'UTC')::date,
+                        ($2::text = 'approved')::int, CASE WHEN $2 = 'approved' THEN $3::bigint ELSE 0 END,
+                        ($2 = 'refunded')::int, CASE WHEN $2 = 'refunded' THEN $3::bigint ELSE 0 END
+                 WHERE $2 IN ('approved', 'refunded')
+                   AND NOT EXISTS (SELECT 1 FROM payments
+                                   WHERE payment_id = $1 AND (last_position >= $5 OR status = $2))
+                 ON CONFLICT (day) DO UPDATE SET
+                     approved = payments_by_day.approved + excluded.approved,
+                     approved_cents = payments_by_day.approved_cents + excluded.approved_cents,
+                     refunded = payments_by_day.refunded + excluded.refunded,
+                     refunded_cents = payments_by_day.refunded_cents + excluded.refunded_cents",
+                params![payment_id.uuid(), status, amount.cents() as i64, at, p],
+            );
             out.push(
                 "INSERT INTO payments (payment_id, reservation_id, amount_cents, paymethod_kind, status,
                      decline_reason, last_position, first_position, updated_at)
@@ -138,11 +162,13 @@ pub fn apply(out: &mut Statements, applied: &Applied<'_>) {
         }) => {}
         Event::Customer(CustomerEvent::CustomerForgotten { customer_id }) => {
             // Existing rows lose the personal data; a rebuild could not bring it back either.
+            // The position moves too, so that open pages hear of the erasure.
             out.push(
                 "UPDATE dashboard SET customer_name = NULL, place = NULL, personal_erased = true,
-                     last_notification = CASE WHEN last_notification = 'none' THEN 'none' ELSE '(erased)' END
+                     last_notification = CASE WHEN last_notification = 'none' THEN 'none' ELSE '(erased)' END,
+                     last_position = greatest(last_position, $2)
                  WHERE customer_id = $1",
-                params![customer_id.uuid()],
+                params![customer_id.uuid(), p],
             );
         }
         Event::Paymethod(_) => {}
@@ -156,9 +182,59 @@ fn set_status(
     position: i64,
     at: DateTime<Utc>,
 ) {
+    // The count moves from the old status to the new, under the same condition as the update
+    // below, which has not run yet.
+    out.push(
+        "INSERT INTO reservations_by_status (status, reservations)
+         SELECT moved.status, moved.delta FROM dashboard,
+                LATERAL (VALUES (dashboard.status, -1), ($2::text, 1)) AS moved (status, delta)
+         WHERE reservation_id = $1 AND last_position < $3 AND dashboard.status <> $2
+         ON CONFLICT (status) DO UPDATE SET reservations = reservations_by_status.reservations + excluded.reservations",
+        params![reservation_id, status, position],
+    );
     out.push(
         "UPDATE dashboard SET status = $2, updated_at = $3, last_position = $4
          WHERE reservation_id = $1 AND last_position < $4",
         params![reservation_id, status, at, position],
     );
+}
+
+/// Which dashboard rows an event changes, for the notice open pages hear (see
+/// [`crate::Changed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Touches {
+    Nothing,
+    /// One reservation's row.
+    Reservation(uuid::Uuid),
+    /// Rows not known here (all of a customer's).
+    Many,
+}
+
+pub fn touches(event: &Event) -> Touches {
+    match event {
+        Event::Reservation(reservation) => Touches::Reservation(
+            match reservation {
+                ReservationEvent::CleaningRequested(r) => r.reservation_id,
+                ReservationEvent::CleaningStarted { reservation_id, .. }
+                | ReservationEvent::CleaningCompleted { reservation_id }
+                | ReservationEvent::ReservationCancelled { reservation_id, .. } => *reservation_id,
+            }
+            .uuid(),
+        ),
+        Event::Payment(
+            PaymentEvent::PaymentApproved { reservation_id, .. }
+            | PaymentEvent::PaymentDeclined { reservation_id, .. }
+            | PaymentEvent::PaymentCancelled { reservation_id, .. },
+        ) => Touches::Reservation(reservation_id.uuid()),
+        Event::Message(MessageEvent::MessageSent {
+            reservation_id: Some(reservation_id),
+            ..
+        }) => Touches::Reservation(reservation_id.uuid()),
+        Event::Message(MessageEvent::MessageSent {
+            reservation_id: None,
+            ..
+        }) => Touches::Nothing,
+        Event::Customer(CustomerEvent::CustomerForgotten { .. }) => Touches::Many,
+        Event::Paymethod(_) => Touches::Nothing,
+    }
 }

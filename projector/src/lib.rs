@@ -252,17 +252,25 @@ impl<K: KeyStore> Projector<K> {
     ) -> Result<Option<(u64, u64)>, ProjectorError> {
         let mut out = Statements::default();
         if mode == Mode::Live {
-            // A rebuild switching the tables over holds this exclusively: no live batch lands
-            // in the middle of the switch.
+            // A rebuild switching the tables over holds this too: no live batch lands in the
+            // middle of the switch. Exclusive, so that live batches never overlap either: a
+            // projector whose lock connection dropped (PostgreSQL restarted) does not know it,
+            // and goes on beside the one that took the lock over. Row updates tolerate that
+            // (each row keeps its last position), but the summary's counters would count an
+            // event twice if two transactions applied it at once; one after the other, the
+            // second sees the first's rows and counts nothing.
             out.push(
-                "SELECT pg_advisory_xact_lock_shared(hashtext('cleaning-park read-model switch'))",
+                "SELECT pg_advisory_xact_lock(hashtext('cleaning-park read-model switch'))",
                 vec![],
             );
         }
         let mut last = None;
         let mut failure = None;
         let mut applied_events = 0u64;
+        let mut newest: Option<DateTime<Utc>> = None;
         let mut timeline_rows = timeline::TimelineRows::default();
+        // The dashboard rows this batch changes; `None` once one change names no row.
+        let mut touched: Option<Vec<uuid::Uuid>> = Some(Vec::new());
         for delivery in batch {
             match delivery {
                 Delivery::Event(received) => {
@@ -274,9 +282,21 @@ impl<K: KeyStore> Projector<K> {
                         metadata: received.metadata.as_ref(),
                     };
                     dashboard::apply(&mut out, &applied);
+                    match dashboard::touches(&received.event) {
+                        dashboard::Touches::Nothing => {}
+                        dashboard::Touches::Reservation(id) => {
+                            if let Some(ids) = touched.as_mut() {
+                                if !ids.contains(&id) {
+                                    ids.push(id);
+                                }
+                            }
+                        }
+                        dashboard::Touches::Many => touched = None,
+                    }
                     messages::apply(&mut out, &applied);
                     timeline::apply(&mut timeline_rows, &applied);
                     last = Some(received.position);
+                    newest = Some(received.created);
                     applied_events += 1;
                 }
                 Delivery::Poison(poison) => {
@@ -320,6 +340,17 @@ impl<K: KeyStore> Projector<K> {
                  WHERE checkpoints.commit_position < excluded.commit_position",
                 params![DASHBOARD, position as i64],
             );
+            if mode == Mode::Live {
+                // Open pages hear of it when, and only if, this transaction commits.
+                let notice = read_models::changes::Changed::new(position as i64, touched);
+                out.push(
+                    "SELECT pg_notify($1, $2)",
+                    params![
+                        read_models::changes::CHANNEL,
+                        serde_json::to_string(&notice).unwrap_or_default()
+                    ],
+                );
+            }
         }
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -327,6 +358,11 @@ impl<K: KeyStore> Projector<K> {
         tx.commit().await?;
         if let Some(position) = last {
             metrics::gauge!("projector_applied_position").set(position as f64);
+            if let Some(created) = newest {
+                // How old the newest event of the batch was when it landed in the read models.
+                let lag = (Utc::now() - created).as_seconds_f64().max(0.0);
+                metrics::gauge!("projector_lag_seconds").set(lag);
+            }
             metrics::counter!("projector_events_applied_total").increment(applied_events);
             metrics::histogram!("projector_batch_events").record(applied_events as f64);
         }

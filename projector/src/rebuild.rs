@@ -18,9 +18,11 @@ use events::KeyStore;
 use crate::{BatchSettings, OnPoison, Projector, ProjectorError, DASHBOARD};
 
 /// The tables the projector maintains. Policy state and checkpoints stay where they are.
-pub const READ_MODEL_TABLES: [&str; 6] = [
+pub const READ_MODEL_TABLES: [&str; 8] = [
     "dashboard",
+    "reservations_by_status",
     "payments",
+    "payments_by_day",
     "timeline",
     "messages",
     "paymethods",

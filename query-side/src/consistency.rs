@@ -55,14 +55,7 @@ pub async fn wait_for(
     }
     let deadline = tokio::time::Instant::now() + state.max_wait;
     loop {
-        let current: i64 = crate::fetch(
-            &state.pool,
-            "SELECT commit_position FROM checkpoints WHERE projection = 'dashboard'",
-            &[],
-        )
-        .await?
-        .first()
-        .map_or(0, |r| r.get(0));
+        let current = read_position(state).await?;
         if current >= wanted {
             return Ok(Consistency(Some((true, current))));
         }
@@ -71,4 +64,16 @@ pub async fn wait_for(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The log position the read models have applied (0 before the first batch).
+pub async fn read_position(state: &AppState) -> Result<i64, Problem> {
+    Ok(crate::fetch(
+        &state.pool,
+        "SELECT commit_position FROM checkpoints WHERE projection = 'dashboard'",
+        &[],
+    )
+    .await?
+    .first()
+    .map_or(0, |r| r.get(0)))
 }

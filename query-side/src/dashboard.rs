@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::{customer_filter, grant};
-use crate::consistency::{wait_for, Consistency};
+use crate::consistency::{read_position, wait_for, Consistency};
 use crate::params::{encode_cursor, id_from_path, Params};
 use crate::{fetch, AppState, Page, Problem};
 
@@ -38,29 +38,35 @@ pub struct DashboardEntry {
     pub updated_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str =
+/// The columns [`entry`] reads, in its order.
+pub(crate) const COLUMNS: &str =
     "reservation_id, customer_id, customer_name, place, personal_erased, request_date,
     price_cents, status, cleaner, cancel_reason, payment_id, payment_kind, payment_status,
     last_notification, requested_at, updated_at";
 
 fn entry(row: &tokio_postgres::Row) -> DashboardEntry {
+    entry_from(row, 0)
+}
+
+/// A row whose [`COLUMNS`] start at column `at`.
+pub(crate) fn entry_from(row: &tokio_postgres::Row, at: usize) -> DashboardEntry {
     DashboardEntry {
-        reservation_id: row.get(0),
-        customer_id: row.get(1),
-        customer_name: row.get(2),
-        place: row.get(3),
-        personal_data_erased: row.get(4),
-        request_date: row.get(5),
-        price_cents: row.get(6),
-        status: row.get(7),
-        cleaner: row.get(8),
-        cancel_reason: row.get(9),
-        payment_id: row.get(10),
-        payment_kind: row.get(11),
-        payment_status: row.get(12),
-        last_notification: row.get(13),
-        requested_at: row.get(14),
-        updated_at: row.get(15),
+        reservation_id: row.get(at),
+        customer_id: row.get(at + 1),
+        customer_name: row.get(at + 2),
+        place: row.get(at + 3),
+        personal_data_erased: row.get(at + 4),
+        request_date: row.get(at + 5),
+        price_cents: row.get(at + 6),
+        status: row.get(at + 7),
+        cleaner: row.get(at + 8),
+        cancel_reason: row.get(at + 9),
+        payment_id: row.get(at + 10),
+        payment_kind: row.get(at + 11),
+        payment_status: row.get(at + 12),
+        last_notification: row.get(at + 13),
+        requested_at: row.get(at + 14),
+        updated_at: row.get(at + 15),
     }
 }
 
@@ -103,9 +109,13 @@ pub async fn list(
     let asked = params.uuid("customer_id")?;
     let after = params.after()?;
     let consistency = wait_for(&state, &headers, &params).await?;
+    // Read before the rows: the page follows the changes from here (`/dashboard/changes`
+    // with this as `Last-Event-ID`), and sees every change the rows may have missed.
+    let stands_at = read_position(&state).await?;
     // A customer sees only their own; asking for anyone else's finds nothing.
     let Some(customer) = customer_filter(&grant, asked) else {
-        return Ok(consistency.apply(Json(Page::<DashboardEntry>::empty()).into_response()));
+        let response = Json(Page::<DashboardEntry>::empty()).into_response();
+        return Ok(at_position(consistency.apply(response), stands_at));
     };
 
     // Newest first, keyset-paged on the reservation's place in the log: as fast on page 1,000
@@ -124,7 +134,22 @@ pub async fn list(
     )
     .await?;
     let page = Page::of(&rows, limit, entry, |r| r.get("requested_position"));
-    Ok(consistency.apply(Json(page).into_response()))
+    Ok(at_position(
+        consistency.apply(Json(page).into_response()),
+        stands_at,
+    ))
+}
+
+/// Says where the read models stood when the list was read (`x-read-model-position`),
+/// unless a read-your-writes wait said it already.
+fn at_position(mut response: Response, position: i64) -> Response {
+    if let Ok(value) = axum::http::HeaderValue::from_str(&position.to_string()) {
+        response
+            .headers_mut()
+            .entry("x-read-model-position")
+            .or_insert(value);
+    }
+    response
 }
 
 /// One reservation.

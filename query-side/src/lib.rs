@@ -10,6 +10,7 @@ pub mod auth;
 pub mod consistency;
 pub mod dashboard;
 pub mod lists;
+pub mod live;
 pub mod params;
 mod problem;
 
@@ -47,6 +48,8 @@ pub struct AppState {
     /// Set when the process is asked to stop: `/readyz` fails first so that load balancers
     /// stop sending before the server stops accepting.
     pub stopping: Arc<AtomicBool>,
+    /// The projector's notices, for the live dashboard (see [`AppState::with_live_changes`]).
+    pub live: live::Live,
 }
 
 impl AppState {
@@ -75,13 +78,22 @@ impl AppState {
             permits: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_CONCURRENT_REQUESTS)),
             max_wait,
             stopping: Arc::default(),
+            live: live::Live::idle(),
         }
+    }
+
+    /// Serves `GET /dashboard/changes`, following the projector's notices on the database
+    /// `config` names; without it that route answers 503.
+    pub fn with_live_changes(mut self, config: tokio_postgres::Config) -> AppState {
+        self.live = self.live.follow(config);
+        self
     }
 }
 
-/// Data requests served at once by default (`MAX_CONCURRENT_REQUESTS`): well above what the
-/// database pool serves, so that only real overload is refused.
-pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 512;
+/// Data requests served at once by default (`MAX_CONCURRENT_REQUESTS`): four for each of the
+/// 16 database connections. More would only wait for a connection in memory: with 512 admitted,
+/// `bench overload-queries` showed p99 near a second at capacity, with 64 about 25 ms.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 64;
 
 impl AppState {
     /// At most `limit` data requests at once; more are refused with 503 and `Retry-After`
@@ -131,6 +143,8 @@ pub struct Page<T> {
         dashboard::list,
         dashboard::one,
         dashboard::timeline,
+        live::changes,
+        live::summary,
         lists::messages,
         lists::paymethods,
         lists::payments,
@@ -172,7 +186,9 @@ pub fn router(state: AppState) -> Router {
     // The read models, behind the token check.
     let data = Router::new()
         .route("/dashboard", get(dashboard::list))
+        .route("/dashboard/changes", get(live::changes))
         .route("/dashboard/{reservation_id}", get(dashboard::one))
+        .route("/summary", get(live::summary))
         .route(
             "/reservations/{reservation_id}/timeline",
             get(dashboard::timeline),
@@ -214,10 +230,29 @@ pub fn router(state: AppState) -> Router {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
                 tracing::info_span!("request", method = %request.method(), uri = %request.uri(), correlation_id = %id)
-            }),
+            })
+            .on_failure(log_failure),
         )
         .layer(SetRequestIdLayer::new(correlation, MakeRequestUuid))
         .with_state(state)
+}
+
+/// Logs a failed request: an error, except a 503, which is the query side refusing work it
+/// cannot take on (shed or timed out). Those are counted in `http_requests_total` by status;
+/// a line for each would flood the log exactly when the machine has least to spare.
+fn log_failure(
+    class: tower_http::classify::ServerErrorsFailureClass,
+    latency: Duration,
+    _span: &tracing::Span,
+) {
+    use tower_http::classify::ServerErrorsFailureClass;
+    let ms = latency.as_millis();
+    match class {
+        ServerErrorsFailureClass::StatusCode(StatusCode::SERVICE_UNAVAILABLE) => {
+            tracing::debug!(latency_ms = ms, "request refused: 503")
+        }
+        other => tracing::error!(latency_ms = ms, classification = %other, "request failed"),
+    }
 }
 
 /// A certificate chain and its key (PEM files): the query side then serves HTTPS only.
@@ -262,6 +297,7 @@ pub async fn serve(
     serving: Serving,
 ) -> std::io::Result<()> {
     let stopping = state.stopping.clone();
+    let live = state.live.clone();
     let drain_delay = serving.drain_delay;
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
@@ -270,6 +306,8 @@ pub async fn serve(
         stopping.store(true, Ordering::SeqCst);
         tracing::info!(?drain_delay, "not ready; draining");
         tokio::time::sleep(drain_delay).await;
+        // Open live streams never end by themselves.
+        live.stop();
         // In-flight requests finish; nothing new is accepted.
         stopper.graceful_shutdown(None);
     });

@@ -105,6 +105,7 @@ impl Setup {
             (Action::ReadMessages, "/messages".into()),
             (Action::ReadPayments, "/payments".into()),
             (Action::ReadPaymethods, "/paymethods".into()),
+            (Action::ReadSummary, "/summary".into()),
         ]
     }
 }
@@ -146,7 +147,12 @@ async fn another_customer_finds_nothing_of_adas() {
     let s = start().await;
     let bob = uuid::Uuid::new_v4().to_string();
     let customer = Some(Role::Customer);
-    for (_, path) in s.routes() {
+    // Of the routes a customer may use at all.
+    for (_, path) in s
+        .routes()
+        .into_iter()
+        .filter(|(action, _)| rule(*action)[0] != Scope::Nothing)
+    {
         let (status, body) = s.get(customer, &bob, &path).await;
         if body.get("items").is_some() {
             assert_eq!((status, items(&body)), (200, 0), "{path}: {body}");

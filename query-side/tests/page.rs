@@ -3,7 +3,10 @@
 //! the test reads what a person would see. Signed out it shows nothing; it signs in at the
 //! issuer (authorization code with PKCE; the development issuer takes `login_hint` for the
 //! role picker's answer) and then shows what the signed-in customer may see, and nothing else.
+//! An open page follows changes made through gRPC without a reload.
 
+#[path = "common/browser.rs"]
+mod browser;
 mod common;
 
 use std::time::Duration;
@@ -11,26 +14,14 @@ use std::time::Duration;
 use command_side::proto::reservation_service_client::ReservationServiceClient;
 use command_side::proto::CancelReservationRequest;
 
-fn chromium() -> String {
-    std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
-}
+use browser::{chromium, HEADLESS};
 
 /// The page's DOM after its scripts ran (virtual time lets the fetches complete).
 async fn rendered(url: &str) -> String {
     let profile = tempfile::tempdir().unwrap();
     let output = tokio::process::Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=5000",
-            "--dump-dom",
-        ])
+        .args(HEADLESS)
+        .args(["--virtual-time-budget=5000", "--dump-dom"])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(url)
         .output()
@@ -47,13 +38,7 @@ async fn rendered(url: &str) -> String {
 async fn screenshot(url: &str, path: &str) {
     let profile = tempfile::tempdir().unwrap();
     let status = tokio::process::Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-        ])
+        .args(HEADLESS)
         .args([
             "--virtual-time-budget=5000",
             "--window-size=1200,700",
@@ -176,4 +161,130 @@ async fn a_person_sees_reservations_and_their_state() {
         assert!(dom.contains(seen), "{seen} missing from {dom}");
     }
     assert!(!dom.contains(r#"<section id="timeline" hidden"#), "{dom}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_page_shows_changes_as_they_happen() {
+    let running = testkit::Running::start().await;
+    let http = common::read_side(&running, Duration::from_secs(5)).await;
+    let customer = uuid::Uuid::new_v4().to_string();
+    let mut reservations =
+        ReservationServiceClient::new(running.commands_as(access::Role::Customer, &customer));
+    reservations
+        .apply_reservation(testkit::apply_request(&customer, 4_000))
+        .await
+        .unwrap();
+
+    // The administrator's page (the summary is the company's), and the customer's, open.
+    let mut company = browser::Browser::open(&format!("{http}/?login_hint=admin:admin-1")).await;
+    let mut own = browser::Browser::open(&format!("{http}/?login_hint=customer:{customer}")).await;
+    let rows = "document.querySelectorAll('tr.reservation').length";
+    let live = "document.getElementById('state').textContent.includes('live')";
+    for page in [&mut company, &mut own] {
+        page.until(&format!("{rows} === 1 && {live}"), Duration::from_secs(20))
+            .await;
+    }
+    company
+        .until(
+            "document.getElementById('counts').innerText.includes('1\\nrequested')",
+            Duration::from_secs(10),
+        )
+        .await;
+
+    // Applied through gRPC: the row appears on both pages, without a reload.
+    let applied = reservations
+        .apply_reservation(testkit::apply_request(&customer, 12_500))
+        .await
+        .unwrap()
+        .into_inner();
+    let row = format!("document.querySelector('tr[data-id=\"{}\"]')", applied.id);
+    let mut waits = Vec::new();
+    for page in [&mut company, &mut own] {
+        waits.push(
+            page.until(&format!("{row} !== null"), Duration::from_secs(10))
+                .await,
+        );
+    }
+    // Someone else's reservation reaches the company's page and not the customer's.
+    let stranger = ReservationServiceClient::new(running.commands.clone())
+        .apply_reservation(testkit::apply_request(
+            &uuid::Uuid::new_v4().to_string(),
+            9_900,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let strangers_row = format!("document.querySelector('tr[data-id=\"{}\"]')", stranger.id);
+    company
+        .until(
+            &format!("{strangers_row} !== null"),
+            Duration::from_secs(10),
+        )
+        .await;
+
+    // Cancelled: its status changes in place.
+    let cancelled = reservations
+        .cancel_reservation(CancelReservationRequest {
+            request_id: String::new(),
+            reservation_id: applied.id.clone(),
+            reason: "moved".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for page in [&mut company, &mut own] {
+        waits.push(
+            page.until(
+                &format!("{row}?.querySelector('.status')?.textContent === 'cancelled'"),
+                Duration::from_secs(10),
+            )
+            .await,
+        );
+    }
+    company
+        .until(
+            "document.getElementById('counts').innerText.includes('1\\ncancelled') && document.querySelectorAll('#chart rect').length === 2",
+            Duration::from_secs(10),
+        )
+        .await;
+    // Well after the customer's page had its chance to show the stranger's row.
+    let response = reqwest::Client::new()
+        .get(format!(
+            "{http}/dashboard?min_position={}",
+            cancelled.position
+        ))
+        .bearer_auth(
+            running
+                .issuer
+                .token(
+                    &customer,
+                    &[access::Role::Customer],
+                    Duration::from_secs(60),
+                )
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-read-model-consistent"], "true");
+    assert_eq!(
+        own.evaluate(&format!("{strangers_row} === null")).await,
+        true
+    );
+    assert_eq!(own.evaluate(rows).await, 2);
+    assert_eq!(
+        own.evaluate("document.getElementById('summary').hidden")
+            .await,
+        true,
+        "the summary is the company's"
+    );
+    eprintln!(
+        "changes shown after (ms): {:?}",
+        waits.iter().map(Duration::as_millis).collect::<Vec<_>>()
+    );
+
+    // LIVE_PAGE_SCREENSHOT=file.png keeps a picture of the company's live page (the README's).
+    if let Ok(path) = std::env::var("LIVE_PAGE_SCREENSHOT") {
+        std::fs::write(path, company.screenshot().await).unwrap();
+    }
 }

@@ -4,6 +4,7 @@
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
+pub mod changes;
 mod tls;
 
 mod embedded {

@@ -8,7 +8,9 @@ use projector::{BatchSettings, Projector};
 /// The projector (into a fresh database) and the query side trusting `running`'s issuer, on a
 /// loopback port, both until the test ends. Returns the query side's base URL.
 pub async fn read_side(running: &testkit::Running, max_wait: Duration) -> String {
-    let pool = testkit::fresh_database().await;
+    let (name, pool) = testkit::fresh_named_database().await;
+    let mut database = read_models::config_from_env().expect("database settings");
+    database.dbname(&name);
     let projector = Projector {
         client: running.event_store_client(),
         pool: pool.clone(),
@@ -20,12 +22,10 @@ pub async fn read_side(running: &testkit::Running, max_wait: Duration) -> String
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http = format!("http://{}", listener.local_addr().unwrap());
     let verifier = access::Verifier::new(running.issuer.auth_settings()).unwrap();
-    let app = query_side::router(query_side::AppState::new(
-        pool,
-        max_wait,
-        verifier,
-        dev_issuer::PAGE_CLIENT_ID,
-    ));
+    let app = query_side::router(
+        query_side::AppState::new(pool, max_wait, verifier, dev_issuer::PAGE_CLIENT_ID)
+            .with_live_changes(database),
+    );
     tokio::spawn(async move { axum::serve(listener, app).await });
     http
 }
