@@ -33,9 +33,14 @@ struct Level {
     shed_share: f64,
     /// Calls neither accepted nor shed: the deadline passed, or another error.
     failed_share: f64,
+    /// Of the calls, those the load generator could not send before their deadline.
+    unsent_share: f64,
     p50_ms: f64,
     p99_ms: f64,
     peak_mib: f64,
+    /// The p99 the server itself measured for the accepted calls (from its `/metrics`), which
+    /// leaves out any wait in the load generator; NaN where not measured.
+    server_p99_ms: f64,
 }
 
 pub fn run(options: Options, runs: usize) -> anyhow::Result<()> {
@@ -122,6 +127,9 @@ struct Outcome {
     sent: u64,
     shed: u64,
     failed: u64,
+    /// Of the failed, those whose deadline passed before the generator had a connection free to
+    /// send them on: the load generator's limit, not the server's.
+    unsent: u64,
     latencies: Vec<Duration>,
 }
 
@@ -191,6 +199,7 @@ async fn drive(
         sent,
         shed: shed.load(Ordering::Relaxed),
         failed: failed.load(Ordering::Relaxed),
+        unsent: 0,
         latencies,
     }
 }
@@ -233,25 +242,26 @@ pub fn run_queries(options: Options, rows: i64, runs: usize) -> anyhow::Result<(
         let (process, _) = crate::processes::start("query-side", &[], &env, port)?;
         Ok((process, port))
     };
-    let script = crate::queries_bench::random_rows_script(rows)?;
+    // Capacity as this generator sees it (it shares the two cores with the server, and costs
+    // more per request than wrk): 64 requests in flight in a closed loop.
     let mut rates = Vec::new();
     for _ in 0..runs {
         let (_process, port) = start_query_side()?;
-        let (rate, _, _) = crate::queries_bench::wrk(
-            &format!("http://127.0.0.1:{port}"),
-            Some(script.path()),
+        let base = format!("http://127.0.0.1:{port}");
+        rates.push(runtime.block_on(closed_loop_http(
+            &base,
             &token,
+            rows,
             64,
-            options.seconds.min(5),
-        )?;
-        rates.push(rate);
+            Duration::from_secs(options.seconds.min(5)),
+        ))?);
     }
     let capacity = median(&mut rates);
     println!(
-        "GET /dashboard/{{id}}, open loop over {rows} rows, {} s per level, client deadline {} ms; capacity {capacity:.0}/s (wrk, 64 connections, median of {runs})",
+        "GET /dashboard/{{id}}, open loop over {rows} rows, {} s per level, client deadline {} ms, at most {HTTP_CONNECTIONS} connections; capacity {capacity:.0}/s (closed loop, 64 in flight, median of {runs})",
         options.seconds, options.deadline_ms
     );
-    println!("  load  offered/s  accepted/s  shed    failed  p50 ms  p99 ms  peak RSS MiB");
+    println!("  load  offered/s  accepted/s  shed    failed  (unsent)  p50 ms  p99 ms  server p99 ms  peak RSS MiB");
     runtime.block_on(async {
         for factor in [1.0, 2.0, 4.0] {
             let mut levels = Vec::new();
@@ -277,17 +287,21 @@ pub fn run_queries(options: Options, rows: i64, runs: usize) -> anyhow::Result<(
                     &options,
                 )
                 .await;
-                levels.push(level_of(outcome, &options, peak_rss_kib(process.0.id())));
+                let mut level = level_of(outcome, &options, peak_rss_kib(process.0.id()));
+                level.server_p99_ms = server_p99_ms(&base).await.unwrap_or(f64::NAN);
+                levels.push(level);
             }
             let pick = |f: fn(&Level) -> f64| median(&mut levels.iter().map(f).collect::<Vec<_>>());
             println!(
-                "  {factor:.0}x  {:>9.0}  {:>10.0}  {:>3.0}%  {:>8.1}%  {:>6.1}  {:>6.1}  {:>12.0}",
+                "  {factor:.0}x  {:>9.0}  {:>10.0}  {:>3.0}%  {:>8.1}%  {:>7.1}%  {:>6.1}  {:>6.1}  {:>13.1}  {:>12.0}",
                 pick(|l| l.offered),
                 pick(|l| l.accepted),
                 100.0 * pick(|l| l.shed_share),
                 100.0 * pick(|l| l.failed_share),
+                100.0 * pick(|l| l.unsent_share),
                 pick(|l| l.p50_ms),
                 pick(|l| l.p99_ms),
+                pick(|l| l.server_p99_ms),
                 pick(|l| l.peak_mib),
             );
         }
@@ -305,14 +319,86 @@ fn level_of(outcome: Outcome, options: &Options, peak_kib: Option<u64>) -> Level
         accepted: latencies.len() as f64 / seconds,
         shed_share: outcome.shed as f64 / sent,
         failed_share: outcome.failed as f64 / sent,
+        unsent_share: outcome.unsent as f64 / sent,
         p50_ms: ms(percentile(&latencies, 50.0)),
         p99_ms: ms(percentile(&latencies, 99.0)),
         peak_mib: peak_kib.unwrap_or(0) as f64 / 1024.0,
+        server_p99_ms: f64::NAN,
     }
 }
 
+/// Requests per second `in_flight` clients get through, each sending its next request when
+/// the last is answered (200 only; anything else is an error: capacity is measured unloaded).
+async fn closed_loop_http(
+    base: &str,
+    token: &str,
+    rows: i64,
+    in_flight: usize,
+    length: Duration,
+) -> anyhow::Result<f64> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(in_flight)
+        .build()?;
+    let authorization = format!("Bearer {token}");
+    let started = Instant::now();
+    let mut clients = tokio::task::JoinSet::new();
+    for first in 0..in_flight as u64 {
+        let (client, base, authorization) =
+            (client.clone(), base.to_string(), authorization.clone());
+        clients.spawn(async move {
+            let mut done = 0u64;
+            let mut n = first;
+            while started.elapsed() < length {
+                let row = (n.wrapping_mul(2_654_435_761) % rows as u64) + 1;
+                n += in_flight as u64;
+                let response = client
+                    .get(format!(
+                        "{base}/dashboard/00000000-0000-4000-8000-{row:012x}"
+                    ))
+                    .header("authorization", &authorization)
+                    .send()
+                    .await?
+                    .error_for_status()?;
+                response.bytes().await?;
+                done += 1;
+            }
+            Ok::<_, reqwest::Error>(done)
+        });
+    }
+    let mut done = 0;
+    while let Some(joined) = clients.join_next().await {
+        done += joined??;
+    }
+    Ok(done as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The query side's own p99 of `GET /dashboard/{id}` answered 200, from its Prometheus summary.
+async fn server_p99_ms(base: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix("http_request_duration_seconds{")?;
+        let (labels, value) = rest.split_once("} ")?;
+        (labels.contains("route=\"/dashboard/{reservation_id}\"")
+            && labels.contains("status=\"200\"")
+            && labels.contains("quantile=\"0.99\""))
+        .then(|| value.trim().parse::<f64>().ok().map(|s| s * 1000.0))?
+    })
+}
+
+/// Connections the HTTP load generator keeps open at most, as `wrk2 -c` does: a request due
+/// while all are busy waits for one, and that wait counts in its latency (measured from when it
+/// was due, so a slow server cannot hide behind a slow client). Without a cap each waiting
+/// request opened its own connection and the generator ran out of file descriptors before the
+/// server ran out of anything.
+const HTTP_CONNECTIONS: usize = 256;
+
 /// Sends `rate` GETs per second for `length`, each on its own task: 200 is accepted, 503 with
-/// `Retry-After` is shed, anything else (or the deadline) failed.
+/// `Retry-After` is shed, anything else (or the deadline, counted from when it was due) failed.
 async fn drive_http(
     base: &str,
     token: &str,
@@ -323,9 +409,11 @@ async fn drive_http(
 ) -> Outcome {
     let deadline = Duration::from_millis(options.deadline_ms);
     let client = reqwest::Client::builder()
-        .timeout(deadline)
+        .pool_max_idle_per_host(HTTP_CONNECTIONS)
         .build()
         .unwrap_or_default();
+    let connections = Arc::new(tokio::sync::Semaphore::new(HTTP_CONNECTIONS));
+    let unsent = Arc::new(AtomicU64::new(0));
     let shed = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let latencies = Arc::new(Mutex::new(Vec::new()));
@@ -344,23 +432,35 @@ async fn drive_http(
             let url = format!("{base}/dashboard/00000000-0000-4000-8000-{row:012x}");
             let request = client.get(url).header("authorization", &authorization);
             let (shed, failed, latencies) = (shed.clone(), failed.clone(), latencies.clone());
+            let (connections, unsent) = (connections.clone(), unsent.clone());
             tasks.spawn(async move {
                 let began = Instant::now();
-                match request.send().await {
-                    Ok(response) if response.status() == reqwest::StatusCode::OK => {
-                        let _ = response.bytes().await;
+                let on_the_wire = std::sync::atomic::AtomicBool::new(false);
+                let answer = tokio::time::timeout(deadline, async {
+                    let _connection = connections.acquire().await;
+                    on_the_wire.store(true, Ordering::Relaxed);
+                    let response = request.send().await?;
+                    let status = response.status();
+                    let shed = status == reqwest::StatusCode::SERVICE_UNAVAILABLE
+                        && response.headers().contains_key("retry-after");
+                    response.bytes().await?;
+                    Ok::<_, reqwest::Error>((status, shed))
+                })
+                .await;
+                match answer {
+                    Ok(Ok((reqwest::StatusCode::OK, _))) => {
                         if let Ok(mut l) = latencies.lock() {
                             l.push(began.elapsed());
                         }
                     }
-                    Ok(response)
-                        if response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE
-                            && response.headers().contains_key("retry-after") =>
-                    {
+                    Ok(Ok((_, true))) => {
                         shed.fetch_add(1, Ordering::Relaxed);
                     }
                     _ => {
                         failed.fetch_add(1, Ordering::Relaxed);
+                        if !on_the_wire.load(Ordering::Relaxed) {
+                            unsent.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
             });
@@ -374,6 +474,7 @@ async fn drive_http(
         sent,
         shed: shed.load(Ordering::Relaxed),
         failed: failed.load(Ordering::Relaxed),
+        unsent: unsent.load(Ordering::Relaxed),
         latencies,
     }
 }
