@@ -198,7 +198,8 @@ impl Credentials {
     }
 }
 
-/// A tonic channel (or any HTTP service) whose every request carries a bearer token.
+/// A tonic channel (or any HTTP service) whose every request carries a bearer token, and the
+/// caller's trace context.
 #[derive(Clone)]
 pub struct WithToken<S> {
     inner: S,
@@ -232,6 +233,8 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        // The caller's trace goes along (W3C `traceparent`), when there is one.
+        lifecycle::telemetry::inject(request.headers_mut());
         // The clone that was made ready is the one to call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);

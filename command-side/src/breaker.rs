@@ -63,6 +63,7 @@ impl Breaker {
 
     pub fn succeeded(&self) {
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = State::Closed { failures: 0 };
+        metrics::gauge!("payment_breaker_open").set(0.0);
     }
 
     pub fn failed(&self) {
@@ -71,9 +72,13 @@ impl Breaker {
             State::Closed { failures } if failures + 1 < self.threshold => State::Closed {
                 failures: failures + 1,
             },
-            _ => State::Open {
-                until: Instant::now() + self.open_for,
-            },
+            _ => {
+                // 1 while calls to payment are refused without being tried.
+                metrics::gauge!("payment_breaker_open").set(1.0);
+                State::Open {
+                    until: Instant::now() + self.open_for,
+                }
+            }
         };
     }
 

@@ -165,6 +165,10 @@ pub async fn serve<K: KeyStore>(
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        // Each call a span, continuing the caller's trace; refusals below are traced too.
+        .layer(lifecycle::telemetry::ServerSpans {
+            services: &SERVICES,
+        })
         .layer(in_flight)
         // Overload is refused before anything else is spent on it, even checking the token.
         .layer(shed::Shed::new(config.max_concurrent_calls))

@@ -1,4 +1,5 @@
-//! `command-side`: the gRPC command services, configured from the environment.
+//! `command-side`: the gRPC command services, configured from the environment (see
+//! [`command_side::config`]), and `METRICS_LISTEN` (unset: none) for `/metrics`.
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use customer_keys::PostgresKeys;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    lifecycle::init_logging("info");
+    let _telemetry = lifecycle::init_logging("command-side", "info");
     let config = Config::from_env()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -31,6 +32,15 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!(
             "built with unsealed-baseline: personal data is NOT sealed; benchmarks only"
         );
+    }
+    // `/metrics` (calls by method and outcome, appends, the payment breaker), `/healthz` and
+    // `/readyz` for Prometheus and orchestrators, where asked for: replicas on one machine
+    // would otherwise contend for one default port.
+    if let Some(listen) = std::env::var("METRICS_LISTEN")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    {
+        lifecycle::serve_operations(listen.trim()).await?;
     }
     command_side::serve(config, keys, listener, lifecycle::shutdown_signal()).await?;
     tracing::info!("command side stopped");

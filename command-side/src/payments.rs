@@ -6,6 +6,7 @@ use std::time::Duration;
 use access::client::{AuthorizedChannel, Credentials, WithToken};
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request};
+use tracing::Instrument;
 
 use crate::breaker::Breaker;
 use crate::errors::CommandError;
@@ -49,8 +50,13 @@ impl PaymentGateway {
         context: &RequestContext,
     ) -> Result<PayReply, CommandError> {
         let mut client = self.client.clone();
-        self.call(context, request, |r| async move { client.pay(r).await })
-            .await
+        self.call(
+            context,
+            "Pay",
+            request,
+            |r| async move { client.pay(r).await },
+        )
+        .await
     }
 
     pub async fn verify(
@@ -59,7 +65,7 @@ impl PaymentGateway {
         context: &RequestContext,
     ) -> Result<VerifyPaymethodReply, CommandError> {
         let mut client = self.client.clone();
-        self.call(context, request, |r| async move {
+        self.call(context, "VerifyPaymethod", request, |r| async move {
             client.verify_paymethod(r).await
         })
         .await
@@ -68,6 +74,7 @@ impl PaymentGateway {
     async fn call<Q, R, F, Fut>(
         &self,
         context: &RequestContext,
+        method: &str,
         message: Q,
         send: F,
     ) -> Result<R, CommandError>
@@ -86,7 +93,19 @@ impl PaymentGateway {
         if let Ok(value) = MetadataValue::try_from(context.correlation_id.to_string()) {
             request.metadata_mut().insert(CORRELATION_HEADER, value);
         }
-        match tokio::time::timeout(self.timeout, send(request)).await {
+        // The client side of the call; payment's own span is its child (`traceparent`).
+        let span = tracing::info_span!(
+            "grpc client",
+            otel.name = %format_args!("cleaning.v1.PaymentService/{method}"),
+            otel.kind = "client",
+            rpc.system = "grpc",
+            rpc.service = "cleaning.v1.PaymentService",
+            rpc.method = %method,
+        );
+        let answer = tokio::time::timeout(self.timeout, send(request))
+            .instrument(span)
+            .await;
+        match answer {
             Ok(Ok(response)) => {
                 self.breaker.succeeded();
                 Ok(response.into_inner())

@@ -143,6 +143,11 @@ impl<K: KeyStore> EventStore<K> {
 
     /// Folds the stream into the aggregate. Personal data is not needed to decide, so it is
     /// not unsealed here.
+    #[tracing::instrument(name = "streams.read", skip_all, fields(
+        otel.kind = "client",
+        db.system.name = "kurrentdb",
+        db.kurrentdb.stream = %stream,
+    ))]
     pub async fn load<A: Aggregate>(
         &self,
         stream: &str,
@@ -183,7 +188,15 @@ impl<K: KeyStore> EventStore<K> {
     }
 
     /// Appends `new` after `revision` (`None`: the stream must not exist), sealing personal
-    /// data with its customer's key.
+    /// data with its customer's key. The span's ids go into each event's metadata: whatever
+    /// reacts to the events later continues this trace.
+    #[tracing::instrument(name = "streams.append", skip_all, fields(
+        otel.kind = "client",
+        db.system.name = "kurrentdb",
+        db.kurrentdb.stream = %stream,
+        db.kurrentdb.event_types = %new.iter().map(Event::event_type).collect::<Vec<_>>().join(","),
+        db.kurrentdb.position = tracing::field::Empty,
+    ))]
     pub async fn append(
         &self,
         stream: &str,
@@ -195,7 +208,8 @@ impl<K: KeyStore> EventStore<K> {
             context.correlation_id,
             context.causation_id,
             Some(context.actor()),
-        );
+        )
+        .in_trace(lifecycle::telemetry::ids(&tracing::Span::current()));
         let mut data = Vec::with_capacity(new.len());
         for (index, event) in new.iter().enumerate() {
             let key = match event.sealing_customer() {
@@ -224,10 +238,17 @@ impl<K: KeyStore> EventStore<K> {
         };
         let options = AppendToStreamOptions::default().stream_state(expected);
         match self.client().append_to_stream(stream, &options, data).await {
-            Ok(result) => Ok(Written {
-                revision: result.next_expected_version,
-                position: result.position.commit,
-            }),
+            Ok(result) => {
+                tracing::Span::current().record("db.kurrentdb.position", result.position.commit);
+                for event in new {
+                    metrics::counter!("events_appended_total", "event_type" => event.event_type())
+                        .increment(1);
+                }
+                Ok(Written {
+                    revision: result.next_expected_version,
+                    position: result.position.commit,
+                })
+            }
             Err(kurrentdb::Error::WrongExpectedVersion { .. }) => Err(StoreError::Conflict),
             Err(e) => Err(self.unavailable(e)),
         }

@@ -51,7 +51,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    lifecycle::init_logging("info");
+    let _telemetry = lifecycle::init_logging("event-store", "info");
     let args = Args::parse();
     let credentials = match &args.credentials {
         Some(text) => {

@@ -95,6 +95,13 @@ pub struct Metadata {
     /// Who caused it; absent on events written before callers were identified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<Actor>,
+    /// The trace and span that appended the event (W3C ids in hex), under the keys
+    /// KurrentDB's own clients use, so that work done on the event later, in another process,
+    /// joins the trace. Absent when traces are off.
+    #[serde(rename = "$traceId", default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    #[serde(rename = "$spanId", default, skip_serializing_if = "Option::is_none")]
+    pub span_id: Option<String>,
 }
 
 /// Who caused an event: the caller's token subject (an opaque id, never personal data) and
@@ -113,6 +120,18 @@ impl Metadata {
             correlation_id,
             causation_id,
             actor,
+            trace_id: None,
+            span_id: None,
+        }
+    }
+
+    /// The same, written inside the span `ids` names ([`Metadata::trace_id`]).
+    pub fn in_trace(self, ids: Option<(String, String)>) -> Metadata {
+        let (trace_id, span_id) = ids.unzip();
+        Metadata {
+            trace_id,
+            span_id,
+            ..self
         }
     }
 }

@@ -1,15 +1,13 @@
-//! What every binary of the system does the same way: logs, stop signals, metrics.
+//! What every binary of the system does the same way: logs, traces, stop signals, metrics.
 
-/// Logs to standard output, filtered by `RUST_LOG` (else `default`, e.g. "info"); also
-/// installs the TLS crypto provider, since every binary starts here.
-pub fn init_logging(default: &str) {
-    install_crypto_provider();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default.into()),
-        )
-        .init();
+pub mod telemetry;
+
+/// Logs to standard output, filtered by `RUST_LOG` (else `default`, e.g. "info"), and traces to
+/// OTLP as `service` when the OpenTelemetry variables ask for it ([`telemetry`]); also installs
+/// the TLS crypto provider, since every binary starts here. Keep the result for the process's
+/// life: dropping it sends the last spans.
+pub fn init_logging(service: &str, default: &str) -> telemetry::Telemetry {
+    telemetry::init(service, default)
 }
 
 /// Resolves on Ctrl-C or SIGTERM: the signals a terminal and an orchestrator send to stop.

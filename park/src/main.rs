@@ -103,7 +103,7 @@ fn print_token(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    lifecycle::init_logging("warn");
+    let _telemetry = lifecycle::init_logging("park", "warn");
     let cli = Cli::parse();
     let args = cli.args;
     if let Some(Command::Token {

@@ -5,8 +5,8 @@
 //! `park token`, as the README tells a person to get one: the customer applies, cancels and
 //! reads their own, a cleaner starts and completes.
 
-use std::os::unix::fs::PermissionsExt;
-use std::process::Stdio;
+mod common;
+
 use std::time::Duration;
 
 use command_side::proto::reservation_service_client::ReservationServiceClient;
@@ -14,33 +14,7 @@ use command_side::proto::*;
 use serde_json::Value;
 use tokio::process::Command;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A bearer token from `park token`, as a person at the terminal gets one.
-async fn park_token(data: &std::path::Path, issuer: u16, args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_park"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--issuer", &format!("127.0.0.1:{issuer}"), "token"])
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let token = String::from_utf8(output.stdout).unwrap().trim().to_string();
-    assert_eq!(token.matches('.').count(), 2, "one bare JWT: {token}");
-    token
-}
+use common::{park_token, Ports};
 
 /// A gRPC channel whose calls carry `token`.
 fn with_token(
@@ -85,32 +59,9 @@ async fn until(url: &str, done: impl Fn(&Value) -> bool) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_business_scenario_on_parks_own_defaults() {
     let data = tempfile::tempdir().unwrap();
-    // The postgres user (park runs PostgreSQL as it when run as root) must reach the directory.
-    std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let (store, commands, queries, pg) = (free_port(), free_port(), free_port(), free_port());
-    let issuer = free_port();
-    let mut park = Command::new(env!("CARGO_BIN_EXE_park"));
-    park.arg("--data-dir")
-        .arg(data.path())
-        .args(["--event-store", &format!("127.0.0.1:{store}")])
-        .args(["--commands", &format!("127.0.0.1:{commands}")])
-        .args(["--queries", &format!("127.0.0.1:{queries}")])
-        .args(["--pg-port", &pg.to_string()])
-        .args(["--issuer", &format!("127.0.0.1:{issuer}")])
-        .stdout(Stdio::null())
-        .kill_on_drop(true);
-    // As on a fresh machine: no database named, so park starts its own.
-    for name in [
-        "DATABASE_URL",
-        "KEY_STORE_URL",
-        "PGHOST",
-        "PGPORT",
-        "PGUSER",
-        "PGPASSWORD",
-        "PGDATABASE",
-    ] {
-        park.env_remove(name);
-    }
+    let ports = Ports::free();
+    let (commands, queries, issuer) = (ports.commands, ports.queries, ports.issuer);
+    let mut park = common::park(data.path(), &ports);
     let mut park = park.spawn().unwrap();
     let http = format!("http://127.0.0.1:{queries}");
     until(&format!("{http}/readyz"), |_| true).await;

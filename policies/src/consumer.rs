@@ -20,6 +20,7 @@ use kurrentdb::{
     SubscribeToPersistentSubscriptionOptions, SubscriptionFilter, SystemConsumerStrategy,
 };
 use tokio_postgres::Transaction;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::PolicyError;
@@ -159,6 +160,7 @@ pub async fn consume<P: Policy>(
         // another member (or to this one once it is back). So does a shutdown in the middle
         // of a reaction (one waiting for a command side that is down can take long): the
         // transaction rolls back, and reacting again is harmless.
+        let span = reaction_span(P::NAME, &trigger, recorded.stream_id());
         let handled = async {
             let mut client = pool.get().await.map_err(database)?;
             let tx = client.transaction().await.map_err(database)?;
@@ -168,7 +170,8 @@ pub async fn consume<P: Policy>(
                 .ack(&event)
                 .await
                 .map_err(|e| PolicyError::EventStore(e.to_string()))
-        };
+        }
+        .instrument(span);
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
             handled = handled => handled?,
@@ -245,4 +248,28 @@ pub fn request<T>(message: T, correlation: Uuid, causation: Uuid) -> tonic::Requ
         request.metadata_mut().insert("x-causation-id", value);
     }
     request
+}
+
+/// A policy's reaction to one event, in the trace of the request that wrote the event (its
+/// metadata's `$traceId`/`$spanId`): the commands it sends continue that trace.
+pub fn reaction_span(policy: &str, trigger: &Trigger, stream: &str) -> tracing::Span {
+    let event_type = trigger.event.event_type();
+    let span = tracing::info_span!(
+        "policy",
+        otel.name = %format_args!("{policy} {event_type}"),
+        otel.kind = "consumer",
+        policy,
+        db.kurrentdb.stream = %stream,
+        event_type,
+        position = trigger.position,
+    );
+    if let Some(Metadata {
+        trace_id: Some(trace_id),
+        span_id: Some(span_id),
+        ..
+    }) = &trigger.metadata
+    {
+        lifecycle::telemetry::follow(&span, trace_id, span_id);
+    }
+    span
 }

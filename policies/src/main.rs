@@ -21,7 +21,7 @@ use policies::{consume, NotifyCustomer, Policy, RefundOnCancel, RefundOrphanedPa
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    lifecycle::init_logging("info");
+    let _telemetry = lifecycle::init_logging("policies", "info");
     let url = lifecycle::secret_from_env("EVENT_STORE_URL", "EVENT_STORE_URL_FILE")
         .map_err(anyhow::Error::msg)?
         .unwrap_or_else(|| "esdb://127.0.0.1:2113?tls=false".into());

@@ -27,6 +27,7 @@ use kurrentdb::{
 };
 use std::collections::HashMap;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 pub use read_models::DbError;
 
@@ -117,6 +118,9 @@ struct Poison {
 }
 
 /// What the reader hands over, in log order.
+// Nearly every delivery is an event: boxing it would allocate once per event to shrink the
+// rare others.
+#[allow(clippy::large_enum_variant)]
 enum Delivery {
     Event(Received),
     Poison(Poison),
@@ -264,6 +268,18 @@ impl<K: KeyStore> Projector<K> {
                 vec![],
             );
         }
+        // Traced live: the batch, and each event's share of it in the trace that wrote it.
+        let batch_span = match mode {
+            Mode::Live => tracing::info_span!(
+                "projector batch",
+                otel.name = "projector batch",
+                projections = PROJECTIONS,
+                events = tracing::field::Empty,
+                last_position = tracing::field::Empty,
+            ),
+            Mode::CatchUp => tracing::Span::none(),
+        };
+        let mut event_spans = Vec::new();
         let mut last = None;
         let mut failure = None;
         let mut applied_events = 0u64;
@@ -295,6 +311,9 @@ impl<K: KeyStore> Projector<K> {
                     }
                     messages::apply(&mut out, &applied);
                     timeline::apply(&mut timeline_rows, &applied);
+                    if mode == Mode::Live {
+                        event_spans.extend(event_span(&received, &batch_span));
+                    }
                     last = Some(received.position);
                     newest = Some(received.created);
                     applied_events += 1;
@@ -352,10 +371,21 @@ impl<K: KeyStore> Projector<K> {
                 );
             }
         }
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        out.run(&tx).await?;
-        tx.commit().await?;
+        batch_span.record("events", applied_events);
+        if let Some(position) = last {
+            batch_span.record("last_position", position);
+        }
+        async {
+            let mut client = self.pool.get().await?;
+            let tx = client.transaction().await?;
+            out.run(&tx).await?;
+            tx.commit().await?;
+            Ok::<(), ProjectorError>(())
+        }
+        .instrument(batch_span)
+        .await?;
+        // The events' spans end with the commit that made their rows visible.
+        drop(event_spans);
         if let Some(position) = last {
             metrics::gauge!("projector_applied_position").set(position as f64);
             if let Some(created) = newest {
@@ -371,6 +401,33 @@ impl<K: KeyStore> Projector<K> {
             None => Ok(last.map(|position| (position, applied_events))),
         }
     }
+}
+
+/// What a batch applies each event to, as spans name it.
+const PROJECTIONS: &str = "dashboard,messages,timeline";
+
+/// An event's share of a live batch: a child of the span that appended the event (its
+/// metadata's `$traceId`/`$spanId`), so it shows in that request's trace, linked to the batch
+/// that committed it. `None` for an event written outside a trace.
+fn event_span(received: &Received, batch: &tracing::Span) -> Option<tracing::Span> {
+    let metadata = received.metadata.as_ref()?;
+    let (Some(trace_id), Some(span_id)) = (&metadata.trace_id, &metadata.span_id) else {
+        return None;
+    };
+    let event_type = received.event.event_type();
+    let span = tracing::info_span!(
+        parent: None,
+        "project",
+        otel.name = %format_args!("project {event_type}"),
+        otel.kind = "consumer",
+        projections = PROJECTIONS,
+        db.kurrentdb.stream = %received.stream,
+        event_type,
+        position = received.position,
+    );
+    lifecycle::telemetry::follow(&span, trace_id, span_id);
+    lifecycle::telemetry::link(&span, batch);
+    Some(span)
 }
 
 /// How a projector runs: live (one active per database, batches wait for a switch in

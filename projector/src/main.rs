@@ -48,7 +48,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    lifecycle::init_logging("info");
+    let _telemetry = lifecycle::init_logging("projector", "info");
     let args = <Args as clap::Parser>::parse();
     let url = lifecycle::secret_from_env("EVENT_STORE_URL", "EVENT_STORE_URL_FILE")
         .map_err(anyhow::Error::msg)?

@@ -223,15 +223,42 @@ pub fn router(state: AppState) -> Router {
         // returns it.
         .layer(PropagateRequestIdLayer::new(correlation.clone()))
         .layer(
-            tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                let id = request
-                    .headers()
-                    .get(CORRELATION_ID)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                tracing::info_span!("request", method = %request.method(), uri = %request.uri(), correlation_id = %id)
-            })
-            .on_failure(log_failure),
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let id = request
+                        .headers()
+                        .get(CORRELATION_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    // Named by route, never by the path itself (ids) or its query.
+                    let route = request
+                        .extensions()
+                        .get::<axum::extract::MatchedPath>()
+                        .map_or("unmatched", |path| path.as_str());
+                    // What Prometheus and the probes poll every few seconds is not worth a trace.
+                    if matches!(route, "/metrics" | "/healthz" | "/readyz") {
+                        return tracing::Span::none();
+                    }
+                    let span = tracing::info_span!(
+                        "request",
+                        otel.name = %format_args!("{} {route}", request.method()),
+                        otel.kind = "server",
+                        http.route = %route,
+                        method = %request.method(),
+                        uri = %request.uri(),
+                        correlation_id = %id,
+                        http.response.status_code = tracing::field::Empty,
+                    );
+                    // A caller's `traceparent` makes this request part of its trace.
+                    lifecycle::telemetry::continue_request(&span, request.headers());
+                    span
+                })
+                .on_response(
+                    |response: &axum::response::Response, _: Duration, span: &tracing::Span| {
+                        span.record("http.response.status_code", response.status().as_u16());
+                    },
+                )
+                .on_failure(log_failure),
         )
         .layer(SetRequestIdLayer::new(correlation, MakeRequestUuid))
         .with_state(state)

@@ -34,7 +34,7 @@ fn count(name: &str, default: usize) -> anyhow::Result<usize> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    lifecycle::init_logging("info");
+    let _telemetry = lifecycle::init_logging("query-side", "info");
     let listen = std::env::var("QUERY_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".into());
     let max_wait = millis("READ_YOUR_WRITES_WAIT_MS", 2_000)?;
     let drain_delay = millis("SHUTDOWN_DRAIN_DELAY_MS", 0)?;
