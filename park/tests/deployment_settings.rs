@@ -56,12 +56,22 @@ fn names_set_in(text: &str) -> BTreeSet<String> {
     names
 }
 
-/// Variables for the third-party images (KurrentDB, PostgreSQL, Keycloak), not for our code.
+/// Variables for the third-party images (KurrentDB, PostgreSQL, Keycloak, Grafana), not for our
+/// code.
 fn third_party(name: &str) -> bool {
     name.starts_with("KURRENTDB_")
         || name.starts_with("POSTGRES_")
         || name.starts_with("KC_")
+        || name.starts_with("GF_")
         || name == "PGDATA"
+        // Read by the OpenTelemetry SDK itself: the standard variables the files use.
+        || [
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_SERVICE_NAME",
+            "OTEL_TRACES_SAMPLER",
+            "OTEL_TRACES_SAMPLER_ARG",
+        ]
+        .contains(&name)
 }
 
 #[test]
@@ -94,4 +104,154 @@ fn the_check_catches_a_misspelt_variable() {
     assert!(read.contains("EVENT_STORE_URL") && read.contains("SHUTDOWN_DRAIN_DELAY_MS"));
     let set = names_set_in("    env:\n      - { name: EVENT_STORE_ULR, value: x }\n");
     assert!(set.contains("EVENT_STORE_ULR") && !read.contains("EVENT_STORE_ULR"));
+}
+
+/// Every metric name the code records: `counter!("name"`, `gauge!(...)`, `histogram!(...)`.
+fn metrics_the_code_records() -> BTreeSet<String> {
+    let recorded =
+        regex::Regex::new(r#"(?:counter|gauge|histogram)!\(\s*"([a-z_][a-z0-9_]*)""#).unwrap();
+    let mut sources = Vec::new();
+    files(&repository(), ".rs", &mut sources);
+    let mut names = BTreeSet::new();
+    for path in sources {
+        let text = std::fs::read_to_string(&path).unwrap();
+        names.extend(recorded.captures_iter(&text).map(|c| c[1].to_string()));
+    }
+    names
+}
+
+/// The metric names a PromQL expression reads: its identifiers once label matchers, `by (...)`
+/// lists, ranges and strings are taken out, less PromQL's own words.
+fn metrics_in(expr: &str) -> BTreeSet<String> {
+    let stripped = regex::Regex::new(r#"\{[^}]*\}|\[[^\]]*\]|(?:by|without)\s*\([^)]*\)|"[^"]*""#)
+        .unwrap()
+        .replace_all(expr, " ");
+    let identifier = regex::Regex::new(r"[A-Za-z_][A-Za-z0-9_:]*").unwrap();
+    let promql = [
+        "sum",
+        "max",
+        "min",
+        "avg",
+        "count",
+        "rate",
+        "irate",
+        "increase",
+        "histogram_quantile",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "and",
+        "or",
+        "unless",
+        "topk",
+        "bottomk",
+        "abs",
+        "clamp_min",
+        "clamp_max",
+        "delta",
+        "deriv",
+        "time",
+        "vector",
+        "scalar",
+    ];
+    identifier
+        .find_iter(&stripped)
+        .map(|m| m.as_str().to_string())
+        .filter(|name| !promql.contains(&name.as_str()))
+        .collect()
+}
+
+fn expressions(value: &serde_json::Value, found: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("expr", serde_json::Value::String(expr)) => found.push(expr.clone()),
+                    _ => expressions(value, found),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| expressions(v, found)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_metric_the_dashboards_query_is_one_the_code_records() {
+    let recorded = metrics_the_code_records();
+    let mut dashboards = Vec::new();
+    files(
+        &repository().join("observability/grafana/dashboards"),
+        ".json",
+        &mut dashboards,
+    );
+    assert!(!dashboards.is_empty(), "no dashboards found");
+    for path in dashboards {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let dashboard: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", path.display()));
+        let mut found = Vec::new();
+        expressions(&dashboard, &mut found);
+        assert!(found.len() > 10, "{}: too few queries", path.display());
+        for expr in found {
+            let names = metrics_in(&expr);
+            assert!(!names.is_empty(), "{expr}: reads no metric");
+            for name in names {
+                // Summaries and histograms are also read through their parts.
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .filter(|base| recorded.contains(*base))
+                    .unwrap_or(&name);
+                assert!(
+                    recorded.contains(base),
+                    "{}: {expr} reads {name}, which no code records (recorded: {recorded:?})",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn promql_names_its_metrics_and_not_its_own_words() {
+    let recorded = metrics_the_code_records();
+    assert!(recorded.contains("grpc_server_calls_total"), "{recorded:?}");
+    let names = metrics_in(
+        r#"max by (method) (grpc_server_call_duration_seconds{quantile="0.99"}) - sum(rate(no_such_metric_total[1m]))"#,
+    );
+    assert_eq!(
+        names.into_iter().collect::<Vec<_>>(),
+        ["grpc_server_call_duration_seconds", "no_such_metric_total"]
+    );
+    assert!(!recorded.contains("no_such_metric_total"));
+}
+
+/// Prometheus (the compose observability profile) scrapes every service at the port it serves
+/// its metrics on there.
+#[test]
+fn prometheus_scrapes_every_service_where_compose_serves_its_metrics() {
+    let prometheus =
+        std::fs::read_to_string(repository().join("observability/prometheus.yml")).unwrap();
+    let compose = std::fs::read_to_string(repository().join("docker-compose.yml")).unwrap();
+    for (service, port) in [
+        ("command-side", "9093"),
+        ("projector", "9091"),
+        ("policies", "9092"),
+        ("query-side", "8080"),
+    ] {
+        assert!(
+            prometheus.contains(&format!("\"{service}:{port}\"")),
+            "prometheus.yml does not scrape {service}:{port}"
+        );
+        assert!(
+            compose.contains(&format!("0.0.0.0:{port}")),
+            "compose does not serve {service} on {port}"
+        );
+        assert!(
+            compose.contains(&format!("OTEL_SERVICE_NAME: {service}")),
+            "compose does not name {service}'s traces"
+        );
+    }
 }
