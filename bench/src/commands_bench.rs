@@ -1,10 +1,18 @@
 //! `ApplyReservation` end to end: a gRPC client, the command side, its synchronous call to the
 //! payment service, and durable appends to the event store; all as separate processes.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use command_side::proto::reservation_service_client::ReservationServiceClient;
 use command_side::proto::ApplyReservationRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use tonic::transport::Channel;
 
 use std::path::{Path, PathBuf};
@@ -111,6 +119,81 @@ pub struct SealingOptions {
     baseline: PathBuf,
 }
 
+/// What tracing costs `ApplyReservation`: the same command side with its spans exported over
+/// OTLP to a receiver in this process (every call sampled: each is a new trace) and with no
+/// exporter, alternated run by run so that both see the same machine.
+pub fn run_tracing(options: Options, runs: usize) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let command_side = beside("command-side")?;
+    runtime.block_on(async move {
+        let spans = Arc::new(AtomicU64::new(0));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let collector = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(Collector(spans.clone())))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        let on = [("OTEL_EXPORTER_OTLP_ENDPOINT", collector)];
+        println!(
+            "ApplyReservation with traces exported and without: median of {runs} runs, {} s each",
+            options.seconds
+        );
+        for concurrency in [1usize, 16, 64] {
+            let (mut traced, mut untraced) = (Vec::new(), Vec::new());
+            let before = spans.load(Ordering::Relaxed);
+            for _ in 0..runs {
+                let seconds = options.seconds;
+                traced.push(measure_with(&command_side, concurrency, seconds, 0, &on).await?);
+                untraced.push(measure_with(&command_side, concurrency, seconds, 0, &[]).await?);
+            }
+            report(
+                &format!("concurrency {concurrency:>2}, traced  "),
+                "commands/s",
+                &traced,
+            );
+            report(
+                &format!("concurrency {concurrency:>2}, untraced"),
+                "commands/s",
+                &untraced,
+            );
+            let rate =
+                |r: &[(f64, f64, f64)]| median(&mut r.iter().map(|x| x.0).collect::<Vec<_>>());
+            println!(
+                "concurrency {concurrency:>2}: traced runs at {:.1}% of the untraced rate; {} spans received",
+                100.0 * rate(&traced) / rate(&untraced),
+                spans.load(Ordering::Relaxed) - before
+            );
+        }
+        Ok(())
+    })
+}
+
+/// An OTLP receiver that counts the spans it is sent, standing in for a local Collector.
+struct Collector(Arc<AtomicU64>);
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let spans: usize = request
+            .into_inner()
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        self.0.fetch_add(spans as u64, Ordering::Relaxed);
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
 /// One run on a fresh event store: commands/s, p50 and p99 in ms.
 pub(crate) async fn measure(
     command_side: &Path,
@@ -118,12 +201,24 @@ pub(crate) async fn measure(
     seconds: u64,
     customers: usize,
 ) -> anyhow::Result<(f64, f64, f64)> {
+    measure_with(command_side, concurrency, seconds, customers, &[]).await
+}
+
+/// [`measure`] with more settings for the command side.
+async fn measure_with(
+    command_side: &Path,
+    concurrency: usize,
+    seconds: u64,
+    customers: usize,
+    settings: &[(&'static str, String)],
+) -> anyhow::Result<(f64, f64, f64)> {
     let dir = tempfile::tempdir_in(".")?;
     let (_store, store_port, _) = start_event_store(dir.path())?;
     let port = free_port()?;
     let issuer = crate::processes::issuer().await?;
     let mut env = crate::processes::auth_env(&issuer);
     env.push(("COMMAND_LISTEN", format!("127.0.0.1:{port}")));
+    env.extend(settings.iter().cloned());
     env.push((
         "EVENT_STORE_URL",
         format!("esdb://127.0.0.1:{store_port}?tls=false"),

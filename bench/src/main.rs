@@ -7,6 +7,13 @@
 //! official `kurrentdb` client: durable append throughput at 1, 16 and 64 concurrent appenders,
 //! `$all` read throughput, and live subscription delivery latency.
 //!
+//! `target/release/bench peers` puts the event store beside PostgreSQL used as an event store
+//! (one table, `unique (stream, version)`), the same conditional appends in the same run (under
+//! `pg_virtualenv -o fsync=on`).
+//!
+//! `target/release/bench tracing` measures `ApplyReservation` with traces exported over OTLP
+//! against without, alternated run by run (under `pg_virtualenv -o fsync=on`).
+//!
 //! `target/release/bench commands` measures `ApplyReservation` end to end (client, command side,
 //! payment service, event store, all durable) at concurrency 1, 16 and 64. The command side
 //! reaches its key store in PostgreSQL: run it under `pg_virtualenv -o fsync=on`.
@@ -32,6 +39,7 @@ mod auth_bench;
 mod commands_bench;
 mod event_store_bench;
 mod overload_bench;
+mod peers_bench;
 mod processes;
 mod projector_bench;
 mod queries_bench;
@@ -56,8 +64,13 @@ enum Target {
     /// Persistent subscriptions of the embedded event store: acknowledged events/s with 1 and
     /// 4 consumers, and live delivery latency.
     Persistent(event_store_bench::PersistentOptions),
+    /// The event store beside PostgreSQL used as an event store, in one run (needs
+    /// PostgreSQL: `pg_virtualenv -o fsync=on`).
+    Peers(peers_bench::Options),
     /// ApplyReservation end to end: client -> command side -> payment -> event store.
     Commands(commands_bench::Options),
+    /// ApplyReservation with traces exported over OTLP and without (needs PostgreSQL).
+    Tracing(commands_bench::Options),
     /// ApplyReservation with and without sealing personal data (needs the baseline build).
     Sealing(commands_bench::SealingOptions),
     /// The query side under wrk, over a million reservations (needs wrk and PostgreSQL).
@@ -86,7 +99,9 @@ fn main() -> anyhow::Result<()> {
     match args.target {
         Target::EventStore(options) => event_store_bench::run(options, args.runs),
         Target::Persistent(options) => event_store_bench::run_persistent(options, args.runs),
+        Target::Peers(options) => peers_bench::run(options, args.runs),
         Target::Commands(options) => commands_bench::run(options, args.runs),
+        Target::Tracing(options) => commands_bench::run_tracing(options, args.runs),
         Target::Sealing(options) => commands_bench::run_sealing(options, args.runs),
         Target::Queries(options) => queries_bench::run(options, args.runs),
         Target::Projector(options) => projector_bench::run(options, args.runs),

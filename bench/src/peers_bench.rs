@@ -1,0 +1,191 @@
+//! The embedded event store beside what a user would pick instead, in the same run on the same
+//! machine: PostgreSQL used as an event store the way postgres-es and Marten use it (one table,
+//! `unique (stream, version)`, the conflict on that key as the optimistic-concurrency check).
+//!
+//! Both get the same workload: single-event conditional appends (the stream's current version
+//! as the expected one), one stream per appender, the same JSON payload, durable commits
+//! (PostgreSQL under `pg_virtualenv -o fsync=on`, `synchronous_commit` on; the store fsyncs
+//! every commit), one connection per appender for PostgreSQL (a pool as large as the load) and
+//! one shared client for the store (the official client multiplexes over HTTP/2). Each run
+//! measures both, one after the other, on fresh data.
+
+use std::time::{Duration, Instant};
+
+use kurrentdb::{AppendToStreamOptions, Client, EventData, StreamState};
+
+use crate::stats::{median, ms, percentile};
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// Seconds each measurement lasts.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+}
+
+/// The payload both get: what `bench event-store` appends.
+fn payload(n: u64) -> serde_json::Value {
+    serde_json::json!({ "n": n, "customer": "c-42", "amount": 12_500 })
+}
+
+pub fn run(options: Options, runs: usize) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let length = Duration::from_secs(options.seconds);
+        println!(
+            "event store against PostgreSQL as an event store: conditional single-event appends, \
+             median of {runs} runs, {} s each, durable",
+            options.seconds
+        );
+        println!("| appenders | embedded store | PostgreSQL | ratio | store p99 | PostgreSQL p99 |");
+        println!("| --- | --- | --- | --- | --- | --- |");
+        for appenders in [1usize, 16, 64] {
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            for _ in 0..runs {
+                ours.push(embedded_store(appenders, length).await?);
+                theirs.push(postgres(appenders, length).await?);
+            }
+            let rate = |r: &[(f64, f64)]| median(&mut r.iter().map(|x| x.0).collect::<Vec<_>>());
+            let p99 = |r: &[(f64, f64)]| median(&mut r.iter().map(|x| x.1).collect::<Vec<_>>());
+            let list = |r: &[(f64, f64)]| {
+                r.iter()
+                    .map(|x| format!("{:.0}", x.0))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            println!(
+                "| {appenders} | {:.0} events/s ({}) | {:.0} events/s ({}) | {:.2}x | {:.2} ms | {:.2} ms |",
+                rate(&ours),
+                list(&ours),
+                rate(&theirs),
+                list(&theirs),
+                rate(&ours) / rate(&theirs),
+                p99(&ours),
+                p99(&theirs),
+            );
+        }
+        Ok(())
+    })
+}
+
+/// The release `event-store` on a fresh directory: events/s and p99 ms.
+async fn embedded_store(appenders: usize, length: Duration) -> anyhow::Result<(f64, f64)> {
+    let dir = tempfile::tempdir_in(".")?;
+    let (_process, port, _) = crate::processes::start_event_store(dir.path())?;
+    let client = Client::new(format!("esdb://127.0.0.1:{port}?tls=false").parse()?)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Warm up: a connection, and one stream written.
+    client
+        .append_to_stream(
+            "warm-up",
+            &AppendToStreamOptions::default(),
+            EventData::json("BenchEvent", &payload(0))?,
+        )
+        .await?;
+    let deadline = Instant::now() + length;
+    let mut tasks = Vec::new();
+    for a in 0..appenders {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let expected = match n {
+                    0 => StreamState::NoStream,
+                    n => StreamState::StreamRevision(n - 1),
+                };
+                let event = EventData::json("BenchEvent", &payload(n)).expect("json");
+                let started = Instant::now();
+                client
+                    .append_to_stream(
+                        format!("bench-{a}"),
+                        &AppendToStreamOptions::default().stream_state(expected),
+                        event,
+                    )
+                    .await?;
+                latencies.push(started.elapsed());
+                n += 1;
+            }
+            Ok::<_, kurrentdb::Error>(latencies)
+        }));
+    }
+    collect(tasks, Instant::now()).await
+}
+
+/// PostgreSQL as postgres-es and Marten use it: events/s and p99 ms.
+async fn postgres(appenders: usize, length: Duration) -> anyhow::Result<(f64, f64)> {
+    let config = read_models::config_from_env()?;
+    let pool = read_models::pool(config, appenders)?;
+    {
+        let client = pool.get().await?;
+        client
+            .batch_execute(
+                "DROP TABLE IF EXISTS peer_events;
+                 CREATE TABLE peer_events (
+                     position bigserial PRIMARY KEY,
+                     stream text NOT NULL,
+                     version bigint NOT NULL,
+                     event_type text NOT NULL,
+                     payload jsonb NOT NULL,
+                     metadata jsonb NOT NULL,
+                     created_at timestamptz NOT NULL DEFAULT now(),
+                     UNIQUE (stream, version)
+                 );",
+            )
+            .await?;
+    }
+    // Warm up: every connection open, the statement prepared on each.
+    let mut warm = Vec::new();
+    for _ in 0..appenders {
+        warm.push(pool.get().await?);
+    }
+    drop(warm);
+    let insert = "INSERT INTO peer_events (stream, version, event_type, payload, metadata)
+                  VALUES ($1, $2, 'BenchEvent', $3, '{}')";
+    let deadline = Instant::now() + length;
+    let mut tasks = Vec::new();
+    for a in 0..appenders {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = pool.get().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let statement = client.prepare_cached(insert).await?;
+            let stream = format!("bench-{a}");
+            let mut latencies = Vec::new();
+            let mut n = 0i64;
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                // The next version: a writer that lost a race would meet the unique key.
+                client
+                    .execute(&statement, &[&stream, &n, &payload(n as u64)])
+                    .await?;
+                latencies.push(started.elapsed());
+                n += 1;
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let result = collect(tasks, Instant::now()).await;
+    pool.get()
+        .await?
+        .batch_execute("DROP TABLE peer_events")
+        .await?;
+    result
+}
+
+/// Waits for every appender; events/s over the measured time and p99 in ms.
+async fn collect<E: Into<anyhow::Error>>(
+    tasks: Vec<tokio::task::JoinHandle<Result<Vec<Duration>, E>>>,
+    started: Instant,
+) -> anyhow::Result<(f64, f64)> {
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await?.map_err(Into::into)?);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    Ok((
+        latencies.len() as f64 / elapsed,
+        ms(percentile(&latencies, 99.0)),
+    ))
+}
