@@ -93,7 +93,24 @@ pub enum ReservationStatus {
 }
 
 impl ReservationStatus {
-    pub fn as_str(&self) -> &'static str {
+    /// The statuses a recorded reservation has, in the order of its life.
+    pub const RECORDED: [ReservationStatus; 4] = [
+        ReservationStatus::Requested,
+        ReservationStatus::CleaningStarted,
+        ReservationStatus::CleaningCompleted,
+        ReservationStatus::Cancelled,
+    ];
+
+    /// Their names: what the read models store and the query API accepts and shows.
+    pub const NAMES: [&'static str; 4] = [
+        Self::RECORDED[0].as_str(),
+        Self::RECORDED[1].as_str(),
+        Self::RECORDED[2].as_str(),
+        Self::RECORDED[3].as_str(),
+    ];
+
+    /// The status's name where it leaves the domain (read models, the API).
+    pub const fn as_str(&self) -> &'static str {
         match self {
             ReservationStatus::None => "none",
             ReservationStatus::Requested => "requested",

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::sealing::{open, seal, Context, CustomerKey, Sealed};
-use crate::Event;
+use crate::{Event, EventType};
 
 /// The payload version every event is written with today. A reader that meets an older one
 /// upgrades it in [`decode`].
@@ -112,21 +112,6 @@ struct MessageSentV1 {
 struct CustomerForgottenV1 {
     customer_id: Uuid,
 }
-
-/// Every event type this system writes.
-pub const EVENT_TYPES: [&str; 11] = [
-    "CleaningRequested",
-    "CleaningStarted",
-    "CleaningCompleted",
-    "ReservationCancelled",
-    "PaymentApproved",
-    "PaymentDeclined",
-    "PaymentCancelled",
-    "PaymethodRegistered",
-    "PaymethodChanged",
-    "MessageSent",
-    "CustomerForgotten",
-];
 
 /// Encodes `event`; `key` must be the key of [`Event::sealing_customer`] when there is one.
 pub fn encode(event: &Event, key: Option<&CustomerKey>) -> Result<Encoded, CodecError> {
@@ -264,15 +249,13 @@ pub fn sealing_key_id(event_type: &str, data: &[u8]) -> Option<String> {
     struct Probe {
         customer_id: Option<Uuid>,
     }
-    match event_type {
-        "CleaningRequested" | "PaymethodRegistered" | "MessageSent" => {
-            serde_json::from_slice::<Probe>(data)
-                .ok()
-                .and_then(|p| p.customer_id)
-                .map(|c| crate::sealing::key_id(CustomerId::from(c)))
-        }
-        _ => None,
+    if !EventType::from_name(event_type).is_some_and(EventType::is_sealed) {
+        return None;
     }
+    serde_json::from_slice::<Probe>(data)
+        .ok()
+        .and_then(|p| p.customer_id)
+        .map(|c| crate::sealing::key_id(CustomerId::from(c)))
 }
 
 /// Decodes a stored event. Personal fields whose key is missing (the customer was forgotten)
@@ -306,8 +289,13 @@ pub fn decode(
             )))
         })
     };
-    Ok(match event_type {
-        "CleaningRequested" => {
+    let Some(stored) = EventType::from_name(event_type) else {
+        return Err(CodecError::UnknownType(event_type.to_string()));
+    };
+    // One arm per stored type: a type without its decoding does not compile.
+    use EventType as T;
+    Ok(match stored {
+        T::CleaningRequested => {
             let v: CleaningRequestedV1 = serde_json::from_slice(data).map_err(malformed)?;
             Event::Reservation(ReservationEvent::CleaningRequested(CleaningRequested {
                 reservation_id: v.reservation_id.into(),
@@ -319,41 +307,41 @@ pub fn decode(
                 payment_id: v.payment_id.into(),
             }))
         }
-        "CleaningStarted" => {
+        T::CleaningStarted => {
             let v: CleaningStartedV1 = serde_json::from_slice(data).map_err(malformed)?;
             Event::Reservation(ReservationEvent::CleaningStarted {
                 reservation_id: v.reservation_id.into(),
                 cleaner: v.cleaner,
             })
         }
-        "CleaningCompleted" => {
+        T::CleaningCompleted => {
             let v: ReservationOnlyV1 = serde_json::from_slice(data).map_err(malformed)?;
             Event::Reservation(ReservationEvent::CleaningCompleted {
                 reservation_id: v.reservation_id.into(),
             })
         }
-        "ReservationCancelled" => {
+        T::ReservationCancelled => {
             let v: ReservationCancelledV1 = serde_json::from_slice(data).map_err(malformed)?;
             Event::Reservation(ReservationEvent::ReservationCancelled {
                 reservation_id: v.reservation_id.into(),
                 reason: v.reason,
             })
         }
-        "PaymentApproved" | "PaymentDeclined" | "PaymentCancelled" => {
+        T::PaymentApproved | T::PaymentDeclined | T::PaymentCancelled => {
             let v: PaymentV1 = serde_json::from_slice(data).map_err(malformed)?;
             let (payment_id, reservation_id, amount) = (
                 v.payment_id.into(),
                 v.reservation_id.into(),
                 Money::from_stored_cents(v.amount_cents),
             );
-            Event::Payment(match event_type {
-                "PaymentApproved" => PaymentEvent::PaymentApproved {
+            Event::Payment(match stored {
+                T::PaymentApproved => PaymentEvent::PaymentApproved {
                     payment_id,
                     reservation_id,
                     amount,
                     paymethod_kind: v.paymethod_kind.as_deref().map(kind).transpose()?,
                 },
-                "PaymentDeclined" => PaymentEvent::PaymentDeclined {
+                T::PaymentDeclined => PaymentEvent::PaymentDeclined {
                     payment_id,
                     reservation_id,
                     amount,
@@ -366,7 +354,7 @@ pub fn decode(
                 },
             })
         }
-        "PaymethodRegistered" => {
+        T::PaymethodRegistered => {
             let v: PaymethodRegisteredV1 = serde_json::from_slice(data).map_err(malformed)?;
             Event::Paymethod(PaymethodEvent::PaymethodRegistered {
                 paymethod_id: v.paymethod_id.into(),
@@ -376,7 +364,7 @@ pub fn decode(
                 masked_number: MaskedNumber::from_masked(v.masked_number),
             })
         }
-        "PaymethodChanged" => {
+        T::PaymethodChanged => {
             let v: PaymethodChangedV1 = serde_json::from_slice(data).map_err(malformed)?;
             Event::Paymethod(PaymethodEvent::PaymethodChanged {
                 paymethod_id: v.paymethod_id.into(),
@@ -384,7 +372,7 @@ pub fn decode(
                 masked_number: MaskedNumber::from_masked(v.masked_number),
             })
         }
-        "MessageSent" => {
+        T::MessageSent => {
             let v: MessageSentV1 = serde_json::from_slice(data).map_err(malformed)?;
             Event::Message(MessageEvent::MessageSent {
                 message_id: v.message_id.into(),
@@ -395,12 +383,11 @@ pub fn decode(
                 cause: v.cause,
             })
         }
-        "CustomerForgotten" => {
+        T::CustomerForgotten => {
             let v: CustomerForgottenV1 = serde_json::from_slice(data).map_err(malformed)?;
             Event::Customer(CustomerEvent::CustomerForgotten {
                 customer_id: v.customer_id.into(),
             })
         }
-        other => return Err(CodecError::UnknownType(other.to_string())),
     })
 }

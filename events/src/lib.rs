@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod sealing;
+pub mod types;
 
 use domain::customer::CustomerEvent;
 use domain::message::MessageEvent;
@@ -17,8 +18,9 @@ use domain::CustomerId;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub use codec::{decode, encode, sealing_key_id, CodecError, Encoded, EVENT_TYPES, SCHEMA_VERSION};
+pub use codec::{decode, encode, sealing_key_id, CodecError, Encoded, SCHEMA_VERSION};
 pub use sealing::{CustomerKey, InMemoryKeys, KeyError, KeyStore};
+pub use types::{EventType, EVENT_TYPES};
 
 /// Any event of the system.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,21 +33,32 @@ pub enum Event {
 }
 
 impl Event {
+    /// Its stored type's name.
     pub fn event_type(&self) -> &'static str {
+        self.kind().name()
+    }
+
+    /// Its stored type.
+    pub fn kind(&self) -> EventType {
+        use EventType as T;
         match self {
-            Event::Reservation(ReservationEvent::CleaningRequested(_)) => "CleaningRequested",
-            Event::Reservation(ReservationEvent::CleaningStarted { .. }) => "CleaningStarted",
-            Event::Reservation(ReservationEvent::CleaningCompleted { .. }) => "CleaningCompleted",
-            Event::Reservation(ReservationEvent::ReservationCancelled { .. }) => {
-                "ReservationCancelled"
-            }
-            Event::Payment(PaymentEvent::PaymentApproved { .. }) => "PaymentApproved",
-            Event::Payment(PaymentEvent::PaymentDeclined { .. }) => "PaymentDeclined",
-            Event::Payment(PaymentEvent::PaymentCancelled { .. }) => "PaymentCancelled",
-            Event::Paymethod(PaymethodEvent::PaymethodRegistered { .. }) => "PaymethodRegistered",
-            Event::Paymethod(PaymethodEvent::PaymethodChanged { .. }) => "PaymethodChanged",
-            Event::Message(MessageEvent::MessageSent { .. }) => "MessageSent",
-            Event::Customer(CustomerEvent::CustomerForgotten { .. }) => "CustomerForgotten",
+            Event::Reservation(e) => match e {
+                ReservationEvent::CleaningRequested(_) => T::CleaningRequested,
+                ReservationEvent::CleaningStarted { .. } => T::CleaningStarted,
+                ReservationEvent::CleaningCompleted { .. } => T::CleaningCompleted,
+                ReservationEvent::ReservationCancelled { .. } => T::ReservationCancelled,
+            },
+            Event::Payment(e) => match e {
+                PaymentEvent::PaymentApproved { .. } => T::PaymentApproved,
+                PaymentEvent::PaymentDeclined { .. } => T::PaymentDeclined,
+                PaymentEvent::PaymentCancelled { .. } => T::PaymentCancelled,
+            },
+            Event::Paymethod(e) => match e {
+                PaymethodEvent::PaymethodRegistered { .. } => T::PaymethodRegistered,
+                PaymethodEvent::PaymethodChanged { .. } => T::PaymethodChanged,
+            },
+            Event::Message(MessageEvent::MessageSent { .. }) => T::MessageSent,
+            Event::Customer(CustomerEvent::CustomerForgotten { .. }) => T::CustomerForgotten,
         }
     }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use events::{Event, Metadata};
+use events::{Event, EventType, Metadata};
 use kurrentdb::{
     NakAction, PersistentSubscriptionToAllOptions, Position, StreamPosition,
     SubscribeToPersistentSubscriptionOptions, SubscriptionFilter, SystemConsumerStrategy,
@@ -47,8 +47,8 @@ impl Trigger {
 pub trait Policy: Send + Sync {
     /// Its consumer group's name (and its old checkpoint's).
     const NAME: &'static str;
-    /// The event types it reacts to.
-    const EVENT_TYPES: &'static [&'static str];
+    /// The event types it reacts to (its consumer group's filter).
+    const EVENT_TYPES: &'static [EventType];
 
     /// Reacts to one event: commands first (idempotent), then its own state in `tx`.
     fn react<'a>(
@@ -64,8 +64,7 @@ const MEMBER_BUFFER: usize = 8;
 /// How the group is made the first time a member starts. An event a member holds longer than
 /// the message timeout goes to another: longer than a command's deadline and its retries.
 fn group_options<P: Policy>(start: StreamPosition<Position>) -> PersistentSubscriptionToAllOptions {
-    let filter =
-        SubscriptionFilter::on_event_type().regex(format!("^({})$", P::EVENT_TYPES.join("|")));
+    let filter = SubscriptionFilter::on_event_type().regex(EventType::filter_regex(P::EVENT_TYPES));
     let mut options = PersistentSubscriptionToAllOptions::default()
         .start_from(start)
         .filter(filter);

@@ -24,7 +24,7 @@ use access::client::AuthorizedChannel;
 use command_side::proto::payment_service_client::PaymentServiceClient;
 use command_side::proto::CancelPaymentRequest;
 use domain::reservation::ReservationEvent;
-use events::Event;
+use events::{Event, EventType};
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
@@ -52,7 +52,7 @@ pub const REFUND_ON_CANCEL: &str = "policy:refund-on-cancel";
 
 impl Policy for RefundOnCancel {
     const NAME: &'static str = REFUND_ON_CANCEL;
-    const EVENT_TYPES: &'static [&'static str] = &["ReservationCancelled"];
+    const EVENT_TYPES: &'static [EventType] = &[EventType::ReservationCancelled];
 
     async fn react<'a>(
         &'a self,

@@ -16,7 +16,7 @@ use domain::payment::PaymentEvent;
 use domain::paymethod::PaymethodEvent;
 use domain::reservation::ReservationEvent;
 use domain::{CustomerId, Money, ReservationId};
-use events::Event;
+use events::{Event, EventType};
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
@@ -35,7 +35,7 @@ struct Note {
     customer: Uuid,
     reservation: Option<Uuid>,
     text: String,
-    cause: &'static str,
+    cause: EventType,
     /// The event being told: the request id derives from it (exactly once).
     event: Uuid,
     correlation: Uuid,
@@ -43,15 +43,15 @@ struct Note {
 
 impl Policy for NotifyCustomer {
     const NAME: &'static str = "policy:notify-customer";
-    const EVENT_TYPES: &'static [&'static str] = &[
-        "CleaningRequested",
-        "PaymentApproved",
-        "PaymentCancelled",
-        "CleaningStarted",
-        "CleaningCompleted",
-        "ReservationCancelled",
-        "PaymethodRegistered",
-        "PaymethodChanged",
+    const EVENT_TYPES: &'static [EventType] = &[
+        EventType::CleaningRequested,
+        EventType::PaymentApproved,
+        EventType::PaymentCancelled,
+        EventType::CleaningStarted,
+        EventType::CleaningCompleted,
+        EventType::ReservationCancelled,
+        EventType::PaymethodRegistered,
+        EventType::PaymethodChanged,
     ];
 
     async fn react<'a>(
@@ -83,7 +83,7 @@ impl Policy for NotifyCustomer {
                         customer,
                         Some(reservation_id.uuid()),
                         text,
-                        "PaymentCancelled",
+                        EventType::PaymentCancelled,
                     ))
                     .await;
                 }
@@ -95,7 +95,7 @@ impl Policy for NotifyCustomer {
                         customer,
                         Some(reservation_id.uuid()),
                         text,
-                        "CleaningStarted",
+                        EventType::CleaningStarted,
                     ))
                     .await;
                 }
@@ -107,7 +107,7 @@ impl Policy for NotifyCustomer {
                         customer,
                         Some(reservation_id.uuid()),
                         text,
-                        "CleaningCompleted",
+                        EventType::CleaningCompleted,
                     ))
                     .await;
                 }
@@ -122,7 +122,7 @@ impl Policy for NotifyCustomer {
                         customer,
                         Some(reservation_id.uuid()),
                         text,
-                        "ReservationCancelled",
+                        EventType::ReservationCancelled,
                     ))
                     .await;
                 }
@@ -138,8 +138,13 @@ impl Policy for NotifyCustomer {
                     kind.as_str().replace('_', " "),
                     masked_number.as_str()
                 );
-                self.send(note(customer_id.uuid(), None, text, "PaymethodRegistered"))
-                    .await;
+                self.send(note(
+                    customer_id.uuid(),
+                    None,
+                    text,
+                    EventType::PaymethodRegistered,
+                ))
+                .await;
             }
             Event::Paymethod(PaymethodEvent::PaymethodChanged {
                 paymethod_id,
@@ -163,7 +168,7 @@ impl Policy for NotifyCustomer {
                         kind.as_str().replace('_', " "),
                         masked_number.as_str()
                     );
-                    self.send(note(customer, None, text, "PaymethodChanged"))
+                    self.send(note(customer, None, text, EventType::PaymethodChanged))
                         .await;
                 }
             }
@@ -207,7 +212,7 @@ impl NotifyCustomer {
                 "Your payment of {} for the cleaning on {date} was approved.",
                 money(amount)
             ),
-            cause: "PaymentApproved",
+            cause: EventType::PaymentApproved,
             event,
             correlation,
         })

@@ -20,7 +20,7 @@ use command_side::proto::{CancelPaymentRequest, CancelReservationRequest};
 use deadpool_postgres::Pool;
 use domain::payment::PaymentEvent;
 use domain::reservation::ReservationEvent;
-use events::Event;
+use events::{Event, EventType};
 use kurrentdb::ReadStreamOptions;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
@@ -41,7 +41,8 @@ pub struct RefundOrphanedPayments {
 
 impl Policy for RefundOrphanedPayments {
     const NAME: &'static str = "policy:refund-orphaned-payments";
-    const EVENT_TYPES: &'static [&'static str] = &["PaymentApproved", "CleaningRequested"];
+    const EVENT_TYPES: &'static [EventType] =
+        &[EventType::PaymentApproved, EventType::CleaningRequested];
 
     async fn react<'a>(
         &'a self,

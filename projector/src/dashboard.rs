@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use domain::customer::CustomerEvent;
 use domain::message::MessageEvent;
 use domain::payment::PaymentEvent;
-use domain::reservation::ReservationEvent;
+use domain::reservation::{ReservationEvent, ReservationStatus};
 use events::Event;
 
 /// One event with where and when it was written, and what caused it.
@@ -27,19 +27,19 @@ pub fn apply(out: &mut Statements, applied: &Applied<'_>) {
             // Counted once: only while its row does not exist yet.
             out.push(
                 "INSERT INTO reservations_by_status (status, reservations)
-                 SELECT 'requested', 1 WHERE NOT EXISTS (SELECT 1 FROM dashboard WHERE reservation_id = $1)
+                 SELECT $2, 1 WHERE NOT EXISTS (SELECT 1 FROM dashboard WHERE reservation_id = $1)
                  ON CONFLICT (status) DO UPDATE SET reservations = reservations_by_status.reservations + 1",
-                params![r.reservation_id.uuid()],
+                params![r.reservation_id.uuid(), ReservationStatus::Requested.as_str()],
             );
             out.push(
                 "INSERT INTO dashboard (reservation_id, customer_id, customer_name, place, personal_erased,
                      request_date, price_cents, status, payment_id, payment_kind, payment_status,
                      requested_at, updated_at, last_position, requested_position)
-                 SELECT $1, $2, $3, $4, $5, $6, $7, 'requested', $8,
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $11, $8,
                         coalesce(p.paymethod_kind, 'unknown'), coalesce(p.status, 'pending'), $9, $9, $10, $10
                  FROM (SELECT 1) AS one LEFT JOIN payments p ON p.payment_id = $8
                  ON CONFLICT (reservation_id) DO NOTHING",
-                params![r.reservation_id.uuid(), r.customer_id.uuid(), r.customer_name.expose().cloned(), r.place.expose().cloned(), r.customer_name.is_erased() || r.place.is_erased(), r.request_date, r.price.cents() as i64, r.payment_id.uuid(), at, p],
+                params![r.reservation_id.uuid(), r.customer_id.uuid(), r.customer_name.expose().cloned(), r.place.expose().cloned(), r.customer_name.is_erased() || r.place.is_erased(), r.request_date, r.price.cents() as i64, r.payment_id.uuid(), at, p, ReservationStatus::Requested.as_str()],
             );
             out.push(
                 "UPDATE payments SET customer_id = $2 WHERE payment_id = $1",
@@ -50,20 +50,38 @@ pub fn apply(out: &mut Statements, applied: &Applied<'_>) {
             reservation_id,
             cleaner,
         }) => {
-            set_status(out, reservation_id.uuid(), "cleaning_started", p, at);
+            set_status(
+                out,
+                reservation_id.uuid(),
+                ReservationStatus::CleaningStarted,
+                p,
+                at,
+            );
             out.push(
                 "UPDATE dashboard SET cleaner = $2 WHERE reservation_id = $1",
                 params![reservation_id.uuid(), cleaner.clone()],
             );
         }
         Event::Reservation(ReservationEvent::CleaningCompleted { reservation_id }) => {
-            set_status(out, reservation_id.uuid(), "cleaning_completed", p, at);
+            set_status(
+                out,
+                reservation_id.uuid(),
+                ReservationStatus::CleaningCompleted,
+                p,
+                at,
+            );
         }
         Event::Reservation(ReservationEvent::ReservationCancelled {
             reservation_id,
             reason,
         }) => {
-            set_status(out, reservation_id.uuid(), "cancelled", p, at);
+            set_status(
+                out,
+                reservation_id.uuid(),
+                ReservationStatus::Cancelled,
+                p,
+                at,
+            );
             out.push(
                 "UPDATE dashboard SET cancel_reason = $2 WHERE reservation_id = $1",
                 params![reservation_id.uuid(), reason.clone()],
@@ -178,10 +196,11 @@ pub fn apply(out: &mut Statements, applied: &Applied<'_>) {
 fn set_status(
     out: &mut Statements,
     reservation_id: uuid::Uuid,
-    status: &'static str,
+    status: ReservationStatus,
     position: i64,
     at: DateTime<Utc>,
 ) {
+    let status = status.as_str();
     // The count moves from the old status to the new, under the same condition as the update
     // below, which has not run yet.
     out.push(

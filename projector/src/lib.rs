@@ -464,8 +464,8 @@ async fn read<K: KeyStore>(
     start: StreamPosition<Position>,
     tx: mpsc::Sender<Delivery>,
 ) -> Result<(), ProjectorError> {
-    let filter =
-        SubscriptionFilter::on_event_type().regex(format!("^({})$", events::EVENT_TYPES.join("|")));
+    let filter = SubscriptionFilter::on_event_type()
+        .regex(events::EventType::filter_regex(events::EventType::ALL));
     let options = SubscribeToAllOptions::default()
         .position(start)
         .filter(filter);

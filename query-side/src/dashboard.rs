@@ -70,12 +70,8 @@ pub(crate) fn entry_from(row: &tokio_postgres::Row, at: usize) -> DashboardEntry
     }
 }
 
-pub const STATUSES: [&str; 4] = [
-    "requested",
-    "cleaning_started",
-    "cleaning_completed",
-    "cancelled",
-];
+/// The statuses a reservation is listed by, as the domain names them.
+pub const STATUSES: [&str; 4] = domain::reservation::ReservationStatus::NAMES;
 
 /// Reservations, newest first.
 #[utoipa::path(get, path = "/dashboard", tag = "dashboard",
@@ -320,5 +316,23 @@ impl<T> Page<T> {
             items: rows.iter().take(limit).map(item).collect(),
             next,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::OpenApi;
+
+    #[test]
+    fn the_documented_statuses_are_the_domains() {
+        let doc = serde_json::to_value(crate::ApiDoc::openapi()).unwrap();
+        let parameters = doc["paths"]["/dashboard"]["get"]["parameters"]
+            .as_array()
+            .unwrap();
+        let status = parameters.iter().find(|p| p["name"] == "status").unwrap();
+        assert_eq!(
+            status["schema"]["pattern"],
+            format!("^({})$", super::STATUSES.join("|"))
+        );
     }
 }

@@ -43,7 +43,7 @@ impl<K: KeyStore> MessageService for Messages<K> {
         let text = v.check("text", Personal::text(&r.text, MAX_TEXT));
         let cause = match r.cause.trim() {
             "" => "SendMessage".to_string(),
-            cause if events::EVENT_TYPES.contains(&cause) => cause.to_string(),
+            cause if events::EventType::from_name(cause).is_some() => cause.to_string(),
             _ => {
                 v.add(
                     "cause",
