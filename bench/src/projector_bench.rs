@@ -209,6 +209,10 @@ async fn seed(
                 let data = |event: &Event, key| -> anyhow::Result<EventData> {
                     let encoded = events::encode(event, key)?;
                     let value: serde_json::Value = serde_json::from_slice(&encoded.data)?;
+                    let metadata = Metadata {
+                        schema_version: encoded.version,
+                        ..metadata.clone()
+                    };
                     Ok(EventData::json(encoded.event_type, &value)?.metadata_as_json(&metadata)?)
                 };
                 let no_stream =

@@ -226,6 +226,11 @@ impl<K: KeyStore> EventStore<K> {
                 String::from_utf8(encoded.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let raw = serde_json::value::RawValue::from_string(payload)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            // Each payload's own version, for the reader to upcast older ones.
+            let metadata = Metadata {
+                schema_version: encoded.version,
+                ..metadata.clone()
+            };
             let event_data = EventData::json(encoded.event_type, &raw)
                 .and_then(|d| d.metadata_as_json(&metadata))
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?

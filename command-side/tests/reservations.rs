@@ -31,10 +31,14 @@ async fn applying_pays_then_records_the_reservation() {
     assert_eq!(reservation.len(), 1);
     let (kind, data, metadata) = &reservation[0];
     assert_eq!(kind, "CleaningRequested");
-    assert_eq!(data["price_cents"], 12_500);
+    assert_eq!(
+        data["price"],
+        serde_json::json!({ "cents": 12_500, "currency": "EUR" })
+    );
     assert_eq!(data["customer_id"], customer.as_str());
     assert_eq!(metadata["correlation_id"], correlation.as_str());
-    assert_eq!(metadata["schema_version"], 1);
+    // CleaningRequested is written in its second version.
+    assert_eq!(metadata["schema_version"], 2);
     // Personal data is sealed, never in the clear.
     let raw = data.to_string();
     assert!(!raw.contains("Ada") && !raw.contains("Analytical"), "{raw}");

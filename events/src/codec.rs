@@ -1,6 +1,8 @@
 //! Domain events to stored events and back: stable type names, versioned JSON payloads, and
 //! personal fields sealed with the customer's key.
 
+use std::borrow::Cow;
+
 use chrono::NaiveDate;
 use domain::customer::CustomerEvent;
 use domain::message::MessageEvent;
@@ -14,8 +16,8 @@ use uuid::Uuid;
 use crate::sealing::{open, seal, Context, CustomerKey, Sealed};
 use crate::{Event, EventType};
 
-/// The payload version every event is written with today. A reader that meets an older one
-/// upgrades it in [`decode`].
+/// The payload version of an event whose metadata does not say (the first). Each type's
+/// current version is [`EventType::version`]; [`decode`] upcasts older ones.
 pub const SCHEMA_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,10 +35,12 @@ pub enum CodecError {
     KeyRequired(&'static str),
 }
 
-/// An event ready to append: its type name and JSON payload.
+/// An event ready to append: its type name, JSON payload and the payload's version (which
+/// the metadata records).
 #[derive(Debug, Clone)]
 pub struct Encoded {
     pub event_type: &'static str,
+    pub version: u32,
     pub data: Vec<u8>,
 }
 
@@ -44,15 +48,26 @@ pub struct Encoded {
 // version and an upgrade in `decode`.
 
 #[derive(Serialize, Deserialize)]
-struct CleaningRequestedV1 {
+struct CleaningRequestedV2 {
     reservation_id: Uuid,
     customer_id: Uuid,
     customer_name: Sealed,
     place: Sealed,
     request_date: NaiveDate,
-    price_cents: u64,
+    price: PriceV2,
     payment_id: Uuid,
 }
+
+/// A price with its currency: the business prices in euros; a stored price in any other
+/// currency is refused rather than read as euros.
+#[derive(Serialize, Deserialize)]
+struct PriceV2 {
+    cents: u64,
+    currency: String,
+}
+
+/// The one currency the business prices in.
+const CURRENCY: &str = "EUR";
 
 #[derive(Serialize, Deserialize)]
 struct CleaningStartedV1 {
@@ -126,13 +141,16 @@ pub fn encode(event: &Event, key: Option<&CustomerKey>) -> Result<Encoded, Codec
     };
     let json = match event {
         Event::Reservation(ReservationEvent::CleaningRequested(r)) => {
-            serde_json::to_vec(&CleaningRequestedV1 {
+            serde_json::to_vec(&CleaningRequestedV2 {
                 reservation_id: r.reservation_id.uuid(),
                 customer_id: r.customer_id.uuid(),
                 customer_name: sealer("customer_name", &r.customer_name)?,
                 place: sealer("place", &r.place)?,
                 request_date: r.request_date,
-                price_cents: r.price.cents(),
+                price: PriceV2 {
+                    cents: r.price.cents(),
+                    currency: CURRENCY.into(),
+                },
                 payment_id: r.payment_id.uuid(),
             })
         }
@@ -239,7 +257,11 @@ pub fn encode(event: &Event, key: Option<&CustomerKey>) -> Result<Encoded, Codec
         event_type: event_type.to_string(),
         error,
     })?;
-    Ok(Encoded { event_type, data })
+    Ok(Encoded {
+        event_type,
+        version: event.kind().version(),
+        data,
+    })
 }
 
 /// The id of the key that sealed a stored event's personal data, if it has any, so that the
@@ -266,12 +288,11 @@ pub fn decode(
     data: &[u8],
     key: Option<&CustomerKey>,
 ) -> Result<Event, CodecError> {
-    if version != SCHEMA_VERSION {
-        return Err(CodecError::UnknownVersion {
-            event_type: event_type.to_string(),
-            version,
-        });
-    }
+    let Some(stored) = EventType::from_name(event_type) else {
+        return Err(CodecError::UnknownType(event_type.to_string()));
+    };
+    let data = upcast(stored, version, data)?;
+    let data = data.as_ref();
     let malformed = |error| CodecError::Malformed {
         event_type: event_type.to_string(),
         error,
@@ -289,21 +310,24 @@ pub fn decode(
             )))
         })
     };
-    let Some(stored) = EventType::from_name(event_type) else {
-        return Err(CodecError::UnknownType(event_type.to_string()));
-    };
     // One arm per stored type: a type without its decoding does not compile.
     use EventType as T;
     Ok(match stored {
         T::CleaningRequested => {
-            let v: CleaningRequestedV1 = serde_json::from_slice(data).map_err(malformed)?;
+            let v: CleaningRequestedV2 = serde_json::from_slice(data).map_err(malformed)?;
+            if v.price.currency != CURRENCY {
+                return Err(malformed(serde::de::Error::custom(format!(
+                    "a price in {}, not {CURRENCY}",
+                    v.price.currency
+                ))));
+            }
             Event::Reservation(ReservationEvent::CleaningRequested(CleaningRequested {
                 reservation_id: v.reservation_id.into(),
                 customer_id: v.customer_id.into(),
                 customer_name: opener("customer_name", &v.customer_name),
                 place: opener("place", &v.place),
                 request_date: v.request_date,
-                price: Money::from_stored_cents(v.price_cents),
+                price: Money::from_stored_cents(v.price.cents),
                 payment_id: v.payment_id.into(),
             }))
         }
@@ -390,4 +414,55 @@ pub fn decode(
             })
         }
     })
+}
+
+/// A stored payload of `version` in the shape of its type's current version. The one place
+/// where old shapes are known: every reader goes through [`decode`], so the rest of the system
+/// only ever sees the current one. To change a payload: declare the new version on its type
+/// (`@ v3`), write the new shape in [`encode`] and [`decode`], and add the step from the
+/// previous version here; stored events are never rewritten.
+fn upcast(stored: EventType, version: u32, data: &[u8]) -> Result<Cow<'_, [u8]>, CodecError> {
+    let current = stored.version();
+    if version == 0 || version > current {
+        return Err(CodecError::UnknownVersion {
+            event_type: stored.name().to_string(),
+            version,
+        });
+    }
+    if version == current {
+        return Ok(Cow::Borrowed(data));
+    }
+    let malformed = |error| CodecError::Malformed {
+        event_type: stored.name().to_string(),
+        error,
+    };
+    let mut payload: serde_json::Value = serde_json::from_slice(data).map_err(malformed)?;
+    for from in version..current {
+        payload = match (stored, from) {
+            // v1 -> v2: `price_cents` becomes `price: {cents, currency}`; v1 prices were euros.
+            (EventType::CleaningRequested, 1) => {
+                let mut fields = match payload {
+                    serde_json::Value::Object(fields) => fields,
+                    _ => return Err(malformed(serde::de::Error::custom("not an object"))),
+                };
+                let cents = fields
+                    .remove("price_cents")
+                    .ok_or_else(|| malformed(serde::de::Error::missing_field("price_cents")))?;
+                fields.insert(
+                    "price".into(),
+                    serde_json::json!({ "cents": cents, "currency": CURRENCY }),
+                );
+                serde_json::Value::Object(fields)
+            }
+            _ => {
+                return Err(CodecError::UnknownVersion {
+                    event_type: stored.name().to_string(),
+                    version: from,
+                })
+            }
+        };
+    }
+    serde_json::to_vec(&payload)
+        .map(Cow::Owned)
+        .map_err(malformed)
 }

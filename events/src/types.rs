@@ -4,7 +4,7 @@
 
 /// Declares [`EventType`]: one variant per stored type, named as the log names it.
 macro_rules! event_types {
-    ($($(#[$doc:meta])* $name:ident),+ $(,)?) => {
+    ($($(#[$doc:meta])* $name:ident $(@ v $version:literal)?),+ $(,)?) => {
         /// The type of a stored event; its name in the log is the variant's name.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum EventType {
@@ -22,6 +22,14 @@ macro_rules! event_types {
                 }
             }
 
+            /// The payload version written today: 1 unless the declaration says `@ v2`...
+            /// Older versions are upcast when read ([`crate::decode`]).
+            pub const fn version(self) -> u32 {
+                match self {
+                    $(EventType::$name => event_types!(@version $($version)?)),+
+                }
+            }
+
             /// The type a stored name stands for; `None` for a name this system never wrote.
             pub fn from_name(name: &str) -> Option<EventType> {
                 match name {
@@ -34,11 +42,14 @@ macro_rules! event_types {
         /// The name of every event type this system writes.
         pub const EVENT_TYPES: &[&str] = &[$(stringify!($name)),+];
     };
+    (@version) => { 1 };
+    (@version $version:literal) => { $version };
 }
 
 event_types! {
-    /// A reservation, paid: the customer's name and place are personal (sealed).
-    CleaningRequested,
+    /// A reservation, paid: the customer's name and place are personal (sealed). Version 2:
+    /// the price names its currency (`price: {cents, currency}` instead of `price_cents`).
+    CleaningRequested @ v 2,
     CleaningStarted,
     CleaningCompleted,
     ReservationCancelled,
@@ -86,6 +97,8 @@ mod tests {
         }
         assert_eq!(EventType::from_name("NoSuchEvent"), None);
         assert_eq!(EVENT_TYPES.len(), EventType::ALL.len());
+        assert_eq!(EventType::CleaningRequested.version(), 2);
+        assert_eq!(EventType::CleaningStarted.version(), 1);
         assert_eq!(
             EventType::filter_regex(&[EventType::PaymentApproved, EventType::CleaningRequested]),
             "^(PaymentApproved|CleaningRequested)$"

@@ -9,7 +9,7 @@ use domain::paymethod::PaymethodEvent;
 use domain::reservation::{CleaningRequested, ReservationEvent};
 use domain::*;
 use events::sealing::CustomerKey;
-use events::{decode, encode, sealing_key_id, CodecError, Event, SCHEMA_VERSION};
+use events::{decode, encode, sealing_key_id, CodecError, Event};
 
 fn all_events(customer_id: CustomerId) -> Vec<Event> {
     let reservation_id = ReservationId::new();
@@ -93,7 +93,7 @@ fn every_event_round_trips_under_its_stable_name() {
         assert_eq!(key_id.is_some(), event.sealing_customer().is_some());
         let decoded = decode(
             encoded.event_type,
-            SCHEMA_VERSION,
+            encoded.version,
             &encoded.data,
             Some(&key),
         )
@@ -130,7 +130,7 @@ fn without_the_key_personal_fields_are_erased_and_the_rest_stays() {
     let key = CustomerKey::generate(customer);
     for event in all_events(customer) {
         let encoded = encode(&event, Some(&key)).unwrap();
-        let decoded = decode(encoded.event_type, SCHEMA_VERSION, &encoded.data, None).unwrap();
+        let decoded = decode(encoded.event_type, encoded.version, &encoded.data, None).unwrap();
         match (&event, &decoded) {
             (
                 Event::Reservation(ReservationEvent::CleaningRequested(before)),
@@ -197,6 +197,63 @@ fn unknown_types_versions_and_payloads_are_errors_not_panics() {
         decode("PaymentApproved", 1, br#"{"payment_id":"x"}"#, None),
         Err(CodecError::Malformed { .. })
     ));
+}
+
+/// `CleaningRequested` as version 1 stored it (`price_cents`), from today's payload.
+fn as_version_1(data: &[u8]) -> Vec<u8> {
+    let mut v: serde_json::Value = serde_json::from_slice(data).unwrap();
+    let fields = v.as_object_mut().unwrap();
+    let price = fields.remove("price").unwrap();
+    fields.insert("price_cents".into(), price["cents"].clone());
+    serde_json::to_vec(&v).unwrap()
+}
+
+#[test]
+fn a_version_1_cleaning_requested_reads_as_the_same_event() {
+    let customer = CustomerId::new();
+    let key = CustomerKey::generate(customer);
+    let event = all_events(customer).remove(0);
+    let encoded = encode(&event, Some(&key)).unwrap();
+    assert_eq!(
+        (encoded.event_type, encoded.version),
+        ("CleaningRequested", 2)
+    );
+    let stored = as_version_1(&encoded.data);
+    assert!(!String::from_utf8_lossy(&stored).contains("currency"));
+    assert_eq!(
+        decode("CleaningRequested", 1, &stored, Some(&key)).unwrap(),
+        event
+    );
+    assert_eq!(
+        decode("CleaningRequested", 2, &encoded.data, Some(&key)).unwrap(),
+        event
+    );
+    // A version-1 payload read as version 2, or a version never written, is an error.
+    assert!(matches!(
+        decode("CleaningRequested", 2, &stored, Some(&key)),
+        Err(CodecError::Malformed { .. })
+    ));
+    assert!(matches!(
+        decode("CleaningRequested", 3, &encoded.data, Some(&key)),
+        Err(CodecError::UnknownVersion { version: 3, .. })
+    ));
+}
+
+#[test]
+fn a_price_in_a_currency_the_business_does_not_use_is_refused() {
+    let customer = CustomerId::new();
+    let key = CustomerKey::generate(customer);
+    let encoded = encode(&all_events(customer).remove(0), Some(&key)).unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&encoded.data).unwrap();
+    v["price"]["currency"] = "USD".into();
+    let error = decode(
+        "CleaningRequested",
+        2,
+        &serde_json::to_vec(&v).unwrap(),
+        Some(&key),
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("USD"), "{error}");
 }
 
 #[test]
