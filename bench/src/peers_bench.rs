@@ -38,6 +38,15 @@ pub fn run(options: Options, runs: usize) -> anyhow::Result<()> {
              median of {runs} runs, {} s each, durable",
             options.seconds
         );
+        // Say what PostgreSQL's durability was, rather than assume it.
+        let settings = read_models::pool(read_models::config_from_env()?, 1)?;
+        let client = settings.get().await?;
+        let mut durability = Vec::new();
+        for name in ["fsync", "synchronous_commit", "wal_sync_method"] {
+            let row = client.query_one(&format!("SHOW {name}"), &[]).await?;
+            durability.push(format!("{name}={}", row.get::<_, String>(0)));
+        }
+        println!("PostgreSQL: {}", durability.join(", "));
         println!("| appenders | embedded store | PostgreSQL | ratio | store p99 | PostgreSQL p99 |");
         println!("| --- | --- | --- | --- | --- | --- |");
         for appenders in [1usize, 16, 64] {

@@ -85,8 +85,13 @@ pub fn init(service: &str, default_filter: &str) -> Telemetry {
         // The system's own spans, whatever the log level; the libraries' (HTTP/2 frames,
         // connection pools) would drown them.
         let ours = tracing_subscriber::EnvFilter::new(TRACED);
+        // Per span: no source location, thread or busy/idle timing (measured on every poll):
+        // they cost more than they tell here (`bench tracing`).
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("cleaning-park"))
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
             .with_filter(ours)
     });
     tracing_subscriber::registry()
