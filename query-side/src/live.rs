@@ -90,7 +90,9 @@ impl Live {
         let ca_file = std::env::var_os("TLS_CA_FILE")
             .filter(|v| !v.is_empty())
             .map(std::path::PathBuf::from);
-        tokio::spawn(async move {
+        // Following ends with the server (`stop`), not with its database going first.
+        let mut stopping = self.stopping.subscribe();
+        let following = async move {
             let mut pause = Duration::from_millis(100);
             loop {
                 let (tx, mut rx) = mpsc::channel(NOTICES_BUFFERED);
@@ -125,6 +127,12 @@ impl Live {
                     changed: Changed::new(0, None),
                 });
                 tokio::time::sleep(pause).await;
+            }
+        };
+        tokio::spawn(async move {
+            tokio::select! {
+                () = following => {}
+                _ = stopping.wait_for(|stop| *stop) => {}
             }
         });
         self
