@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use command_side::proto::reservation_service_client::ReservationServiceClient;
-use command_side::proto::ApplyReservationRequest;
+use api_contract::reservation_service_client::ReservationServiceClient;
+use api_contract::ApplyReservationRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };

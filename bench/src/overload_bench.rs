@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use command_side::proto::reservation_service_client::ReservationServiceClient;
-use command_side::proto::ApplyReservationRequest;
+use api_contract::reservation_service_client::ReservationServiceClient;
+use api_contract::ApplyReservationRequest;
 use tonic::transport::Channel;
 
 use crate::processes::{beside, free_port, start_binary, start_event_store};

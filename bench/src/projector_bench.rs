@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use command_side::proto::reservation_service_client::ReservationServiceClient;
+use api_contract::reservation_service_client::ReservationServiceClient;
 use customer_keys::PostgresKeys;
 use domain::payment::PaymentEvent;
 use domain::reservation::{CleaningRequested, ReservationEvent};
@@ -267,7 +267,7 @@ async fn lag(
             let sent_tx = sent_tx.clone();
             let date = date.clone();
             inflight.push(tokio::spawn(async move {
-                let request = command_side::proto::ApplyReservationRequest {
+                let request = api_contract::ApplyReservationRequest {
                     request_id: uuid::Uuid::new_v4().to_string(),
                     customer_id: uuid::Uuid::new_v4().to_string(),
                     customer_name: "Ada Lovelace".into(),

@@ -417,7 +417,7 @@ pub fn forgotten(log: &[LogEvent]) -> HashSet<Uuid> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use command_side::proto::{ChangePaymethodRequest, CommandReply};
+    use api_contract::{ChangePaymethodRequest, CommandReply};
 
     fn change(paymethod: Uuid, position: u64) -> Record {
         Record {

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use access::client::{AuthorizedChannel, Credentials, WithToken};
 use access::Role;
-use command_side::proto::customer_service_client::CustomerServiceClient;
-use command_side::proto::paymethod_service_client::PaymethodServiceClient;
-use command_side::proto::reservation_service_client::ReservationServiceClient;
-use command_side::proto::*;
+use api_contract::customer_service_client::CustomerServiceClient;
+use api_contract::paymethod_service_client::PaymethodServiceClient;
+use api_contract::reservation_service_client::ReservationServiceClient;
+use api_contract::*;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 use uuid::Uuid;

@@ -22,12 +22,8 @@ pub mod services;
 pub mod shed;
 pub mod store;
 
-pub mod proto {
-    tonic::include_proto!("cleaning.v1");
-
-    /// For server reflection: grpcurl lists and calls everything without .proto files.
-    pub const DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("cleaning_v1_descriptor");
-}
+/// The contract this side serves (its own crate, so that clients need not depend on the server).
+pub use api_contract as proto;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -21,8 +21,8 @@ mod orphans;
 pub mod store;
 
 use access::client::AuthorizedChannel;
-use command_side::proto::payment_service_client::PaymentServiceClient;
-use command_side::proto::CancelPaymentRequest;
+use api_contract::payment_service_client::PaymentServiceClient;
+use api_contract::CancelPaymentRequest;
 use domain::reservation::ReservationEvent;
 use events::{Event, EventType};
 use tokio_postgres::Transaction;

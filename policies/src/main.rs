@@ -14,9 +14,9 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use command_side::proto::message_service_client::MessageServiceClient;
-use command_side::proto::payment_service_client::PaymentServiceClient;
-use command_side::proto::reservation_service_client::ReservationServiceClient;
+use api_contract::message_service_client::MessageServiceClient;
+use api_contract::payment_service_client::PaymentServiceClient;
+use api_contract::reservation_service_client::ReservationServiceClient;
 use policies::{consume, NotifyCustomer, Policy, RefundOnCancel, RefundOrphanedPayments};
 
 #[tokio::main]

@@ -8,9 +8,9 @@
 //! the approval's (its request id derives from the approval event), whoever sends it.
 
 use access::client::AuthorizedChannel;
+use api_contract::message_service_client::MessageServiceClient;
+use api_contract::SendMessageRequest;
 use chrono::NaiveDate;
-use command_side::proto::message_service_client::MessageServiceClient;
-use command_side::proto::SendMessageRequest;
 use domain::message::MessageEvent;
 use domain::payment::PaymentEvent;
 use domain::paymethod::PaymethodEvent;

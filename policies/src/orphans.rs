@@ -14,9 +14,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use access::client::AuthorizedChannel;
-use command_side::proto::payment_service_client::PaymentServiceClient;
-use command_side::proto::reservation_service_client::ReservationServiceClient;
-use command_side::proto::{CancelPaymentRequest, CancelReservationRequest};
+use api_contract::payment_service_client::PaymentServiceClient;
+use api_contract::reservation_service_client::ReservationServiceClient;
+use api_contract::{CancelPaymentRequest, CancelReservationRequest};
 use deadpool_postgres::Pool;
 use domain::payment::PaymentEvent;
 use domain::reservation::ReservationEvent;
