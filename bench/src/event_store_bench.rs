@@ -83,11 +83,12 @@ fn spawn(dir: &std::path::Path) -> anyhow::Result<(crate::processes::Process, Cl
 }
 
 fn payload(n: u64) -> EventData {
-    EventData::json(
-        "BenchEvent",
-        &serde_json::json!({ "n": n, "customer": "c-42", "amount": 12_500 }),
-    )
-    .expect("json")
+    EventData::json("BenchEvent", &payload_json(n)).expect("json")
+}
+
+/// What every append benchmark writes, ours and the peers'.
+pub(crate) fn payload_json(n: u64) -> serde_json::Value {
+    serde_json::json!({ "n": n, "customer": "c-42", "amount": 12_500 })
 }
 
 pub fn run(options: Options, runs: usize) -> anyhow::Result<()> {

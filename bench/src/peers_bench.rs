@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use kurrentdb::{AppendToStreamOptions, Client, EventData, StreamState};
 
+use crate::event_store_bench::payload_json as payload;
 use crate::stats::{median, ms, percentile};
 
 #[derive(clap::Args)]
@@ -20,11 +21,6 @@ pub struct Options {
     /// Seconds each measurement lasts.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
-}
-
-/// The payload both get: what `bench event-store` appends.
-fn payload(n: u64) -> serde_json::Value {
-    serde_json::json!({ "n": n, "customer": "c-42", "amount": 12_500 })
 }
 
 pub fn run(options: Options, runs: usize) -> anyhow::Result<()> {

@@ -48,6 +48,9 @@ pub struct Config {
     pub reflection: bool,
     /// `TLS_CERT_FILE` and `TLS_KEY_FILE`: serve TLS with this certificate chain and key.
     pub tls: Option<TlsFiles>,
+    /// `METRICS_LISTEN`: where `/metrics`, `/healthz` and `/readyz` are served; unset, nowhere
+    /// (replicas on one machine would otherwise contend for one default port).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A certificate chain and its private key, PEM files.
@@ -191,7 +194,15 @@ impl Config {
                 message,
             })?
             .unwrap_or_else(|| "esdb://127.0.0.1:2113?tls=false".into());
+        let metrics_listen = match lookup("METRICS_LISTEN").filter(|v| !v.trim().is_empty()) {
+            None => None,
+            Some(text) => Some(text.trim().parse().map_err(|e| ConfigError {
+                name: "METRICS_LISTEN",
+                message: format!("cannot parse {text:?}: {e}"),
+            })?),
+        };
         Ok(Config {
+            metrics_listen,
             auth: AuthSettings::from_lookup(&lookup)?,
             client: ClientSettings::from_lookup(&lookup)?,
             reflection,

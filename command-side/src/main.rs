@@ -36,11 +36,8 @@ async fn main() -> anyhow::Result<()> {
     // `/metrics` (calls by method and outcome, appends, the payment breaker), `/healthz` and
     // `/readyz` for Prometheus and orchestrators, where asked for: replicas on one machine
     // would otherwise contend for one default port.
-    if let Some(listen) = std::env::var("METRICS_LISTEN")
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-    {
-        lifecycle::serve_operations(listen.trim()).await?;
+    if let Some(listen) = config.metrics_listen {
+        lifecycle::serve_operations(&listen.to_string()).await?;
     }
     command_side::serve(config, keys, listener, lifecycle::shutdown_signal()).await?;
     tracing::info!("command side stopped");
