@@ -1,5 +1,5 @@
 # One build, one small image per deployable: `docker build --target command-side .` (or
-# projector, query-side, policies, event-store). docker-compose.yml builds them all.
+# payment, projector, query-side, policies, event-store). docker-compose.yml builds them all.
 # Each image has a HEALTHCHECK on its default port for plain `docker run`; docker-compose.yml
 # sets its own, and Kubernetes ignores them for its probes.
 
@@ -9,10 +9,10 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked \
-        -p event-store -p command-side -p projector -p query-side -p policies \
+        -p event-store -p command-side -p payment -p projector -p query-side -p policies \
  && mkdir -p /out \
- && cp target/release/event-store target/release/command-side target/release/projector \
-       target/release/query-side target/release/policies /out/
+ && cp target/release/event-store target/release/command-side target/release/payment \
+       target/release/projector target/release/query-side target/release/policies /out/
 
 # Debian slim with CA certificates (TLS to KurrentDB, PostgreSQL, the OIDC provider and each
 # other), curl for health checks, and an unprivileged user.
@@ -31,6 +31,13 @@ EXPOSE 50051
 # A TCP check: it holds with or without TLS (TLS_CERT_FILE), and needs no token.
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 CMD ["bash", "-c", "</dev/tcp/127.0.0.1/50051"]
 ENTRYPOINT ["command-side"]
+
+FROM runtime AS payment
+COPY --from=build /out/payment /usr/local/bin/
+ENV PAYMENT_LISTEN=0.0.0.0:50052
+EXPOSE 50052
+HEALTHCHECK --interval=10s --timeout=3s --retries=3 CMD ["bash", "-c", "</dev/tcp/127.0.0.1/50052"]
+ENTRYPOINT ["payment"]
 
 FROM runtime AS projector
 COPY --from=build /out/projector /usr/local/bin/

@@ -223,6 +223,8 @@ async fn measure_with(
         "EVENT_STORE_URL",
         format!("esdb://127.0.0.1:{store_port}?tls=false"),
     ));
+    let (_payment, endpoint) = crate::processes::start_payment(&env)?;
+    env.push(endpoint);
     let (_commands, _) = start_binary(command_side, &[], &env, port)?;
     let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))?
         .connect()

@@ -1,7 +1,7 @@
 //! `bench`: measures the system through its real interfaces. Each figure is the median of
 //! several runs, because the machine is shared and noisy.
 //!
-//! Build first: `cargo build --release -p event-store -p command-side -p bench`.
+//! Build first: `cargo build --release -p event-store -p command-side -p payment -p bench`.
 //!
 //! `target/release/bench event-store` measures the embedded event store through the
 //! official `kurrentdb` client: durable append throughput at 1, 16 and 64 concurrent appenders,

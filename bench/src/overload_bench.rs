@@ -101,6 +101,8 @@ async fn level(
         "EVENT_STORE_URL",
         format!("esdb://127.0.0.1:{store_port}?tls=false"),
     ));
+    let (_payment, endpoint) = crate::processes::start_payment(&env)?;
+    env.push(endpoint);
     let (commands, _) = start_binary(command_side, &[], &env, port)?;
     let pid = commands.0.id();
     // Several connections, as many clients would open.

@@ -45,7 +45,7 @@ pub fn start_binary(
     let name = binary.display();
     anyhow::ensure!(
         binary.exists(),
-        "{name} is missing: build it with `cargo build --release -p event-store -p command-side -p bench`",
+        "{name} is missing: build it with `cargo build --release -p event-store -p command-side -p payment -p bench`",
     );
     let spawned = Instant::now();
     let mut command = Command::new(binary);
@@ -72,6 +72,20 @@ pub fn start_event_store(dir: &Path) -> anyhow::Result<(Process, u16, Duration)>
         port,
     )?;
     Ok((process, port, took))
+}
+
+/// The payment service (the binary beside this one) with `env` (who issues tokens, where the
+/// event store is), as the command side calls it in production: a process of its own. Returns
+/// it with the `PAYMENT_ENDPOINT` setting a command side needs to call it.
+pub fn start_payment(env: &[(&str, String)]) -> anyhow::Result<(Process, (&'static str, String))> {
+    let port = free_port()?;
+    let mut env = env.to_vec();
+    env.push(("PAYMENT_LISTEN", format!("127.0.0.1:{port}")));
+    let (process, _) = start("payment", &[], &env, port)?;
+    Ok((
+        process,
+        ("PAYMENT_ENDPOINT", format!("http://127.0.0.1:{port}")),
+    ))
 }
 
 /// The development issuer, served on this process's runtime: the services under test trust

@@ -114,6 +114,8 @@ pub fn run(options: Options, runs: usize) -> anyhow::Result<()> {
         env.push(("COMMAND_LISTEN", format!("127.0.0.1:{port}")));
         env.push(("EVENT_STORE_URL", url.clone()));
         env.push(("PGDATABASE", "bench_projector_keys".to_string()));
+        let (_payment, endpoint) = crate::processes::start_payment(&env)?;
+        env.push(endpoint);
         let (_commands, _) = start("command-side", &[], &env, port)?;
         let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))?
             .connect()

@@ -234,6 +234,10 @@ impl System {
                     format!("http://127.0.0.1:{}", p.balancer),
                 ),
                 (
+                    "PAYMENT_ENDPOINT",
+                    format!("http://127.0.0.1:{}", p.payment),
+                ),
+                (
                     "ORPHAN_AFTER_MS",
                     settings.orphan_after.as_millis().to_string(),
                 ),
@@ -256,9 +260,12 @@ impl System {
             ),
             (
                 Part::Payment,
-                "command-side",
+                "payment",
                 Vec::new(),
-                command_side(p.payment, p.payment),
+                with(&[
+                    ("PAYMENT_LISTEN", listen(p.payment)),
+                    ("SHUTDOWN_DRAIN_DELAY_MS", "0".into()),
+                ]),
                 p.payment,
             ),
             (
@@ -304,7 +311,7 @@ impl System {
             anyhow::ensure!(
                 binary.exists(),
                 "{} is missing: build the services first (cargo build --release -p event-store \
-                 -p command-side -p projector -p policies -p query-side -p chaos)",
+                 -p command-side -p payment -p projector -p policies -p query-side -p chaos)",
                 binary.display()
             );
             self.services.insert(

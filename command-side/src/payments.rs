@@ -8,12 +8,17 @@ use tonic::metadata::MetadataValue;
 use tonic::{Code, Request};
 use tracing::Instrument;
 
+use api_contract::payment_service_client::PaymentServiceClient;
+use api_contract::{PayReply, PayRequest, VerifyPaymethodReply, VerifyPaymethodRequest};
+use command_core::errors::CommandError;
+use command_core::request::CORRELATION_HEADER;
+use command_core::store::RequestContext;
+
 use crate::breaker::Breaker;
-use crate::errors::CommandError;
-use crate::proto::payment_service_client::PaymentServiceClient;
-use crate::proto::{PayReply, PayRequest, VerifyPaymethodReply, VerifyPaymethodRequest};
-use crate::services::CORRELATION_HEADER;
-use crate::store::RequestContext;
+
+/// When a caller should try again after payment failed or did not answer: soon, as most
+/// failures are brief; a longer outage opens the circuit, which says its own time.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 pub struct PaymentGateway {
     client: PaymentServiceClient<AuthorizedChannel>,
@@ -114,7 +119,7 @@ impl PaymentGateway {
                 self.breaker.failed();
                 Err(CommandError::Unavailable {
                     reason: format!("the payment service failed: {}", status.message()),
-                    retry_after: Duration::from_secs(1),
+                    retry_after: RETRY_AFTER,
                 })
             }
             Ok(Err(status)) => {
@@ -131,7 +136,7 @@ impl PaymentGateway {
                         "the payment service did not answer within {} ms",
                         self.timeout.as_millis()
                     ),
-                    retry_after: Duration::from_secs(1),
+                    retry_after: RETRY_AFTER,
                 })
             }
         }

@@ -443,7 +443,7 @@ fn jsonwebtoken_now() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_can_be_switched_off() {
-    let s = System::start_with(|c| c.reflection = false).await;
+    let s = System::start_with(|c| c.commands.server.reflection = false).await;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::ServerReflectionRequest;

@@ -16,7 +16,10 @@ async fn event_store_outage_fails_fast_with_a_retry_hint_then_recovers() {
     let link = testkit::Link::to(store.port).await;
     let linked = format!("esdb://127.0.0.1:{}?tls=false", link.port);
     let issuer = testkit::issuer().await;
-    let commands = CommandSide::start(&store, &issuer, 0, |c| c.event_store_url = linked).await;
+    let commands = CommandSide::start(&store, &issuer, 0, |c| {
+        c.commands.server.event_store_url = linked
+    })
+    .await;
     let channel = commands.channel().await;
     let mut admin = Clients::new(testkit::as_admin(&channel, &issuer));
     admin
@@ -71,7 +74,10 @@ async fn a_command_side_started_while_the_event_store_is_away_serves_once_it_is_
     // Away before the command side makes its first call to it.
     link.cut();
     let issuer = testkit::issuer().await;
-    let commands = CommandSide::start(&store, &issuer, 0, |c| c.event_store_url = linked).await;
+    let commands = CommandSide::start(&store, &issuer, 0, |c| {
+        c.commands.server.event_store_url = linked
+    })
+    .await;
     let channel = commands.channel().await;
     let mut admin = Clients::new(testkit::as_admin(&channel, &issuer));
     let request = apply_request(&new_id(), 1_000);

@@ -12,10 +12,10 @@ use tonic_types::StatusExt;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_beyond_the_limit_are_refused_at_once_and_the_rest_succeed() {
     let s = System::start_with(|c| {
-        c.max_concurrent_calls = 2;
+        c.commands.server.max_concurrent_calls = 2;
         // Every payment takes a while, so that calls overlap.
         c.provider.latency = Duration::from_millis(600);
-        c.payment_timeout = Duration::from_secs(5);
+        c.commands.payment_timeout = Duration::from_secs(5);
     })
     .await;
     let calls: Vec<_> = (0..8)
@@ -69,7 +69,7 @@ async fn calls_beyond_the_limit_are_refused_at_once_and_the_rest_succeed() {
 async fn an_oversized_message_is_refused_before_decoding_and_harms_no_one() {
     let mut s = System::start().await;
     let mut huge = apply_request(&new_id(), 1_000);
-    huge.customer_name = "x".repeat(command_side::MAX_MESSAGE_BYTES + 1);
+    huge.customer_name = "x".repeat(command_core::MAX_MESSAGE_BYTES + 1);
     let refused = s.reservations.apply_reservation(huge).await.unwrap_err();
     assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
     assert!(refused.message().contains("too large"), "{refused:?}");

@@ -98,17 +98,17 @@ async fn pay_and_refund_directly() {
     assert_eq!(err.code(), Code::NotFound);
 }
 
-/// The reservation side calls a separate payment instance, which is slow, then gone, then back.
+/// The reservation side calls the payment service apart, which is slow, then gone, then back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payment_down_fails_fast_opens_the_circuit_and_recovers() {
     let store = EventStoreUnderTest::start().await;
     let issuer = issuer().await;
-    let slow_payments = CommandSide::start(&store, &issuer, 0, |c| {
+    let slow_payments = CommandSide::payment(&store, &issuer, 0, |c| {
         c.provider.latency = Duration::from_secs(3)
     })
     .await;
     let payment_port = slow_payments.port;
-    let reservations = CommandSide::start(&store, &issuer, 0, |c| {
+    let reservations = CommandSide::start_alone(&store, &issuer, |c| {
         c.payment_endpoint = format!("http://127.0.0.1:{payment_port}");
         c.payment_timeout = Duration::from_millis(300);
         c.breaker_failures = 2;
@@ -146,7 +146,7 @@ async fn payment_down_fails_fast_opens_the_circuit_and_recovers() {
     // The payment service is replaced by a healthy one on the same port; the circuit closes
     // again by itself: after each pause one trial call goes through.
     slow_payments.stop().await;
-    let healthy = CommandSide::start(&store, &issuer, payment_port, |_| {}).await;
+    let healthy = CommandSide::payment(&store, &issuer, payment_port, |_| {}).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     let recovered = loop {
         match client

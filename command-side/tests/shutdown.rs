@@ -15,6 +15,11 @@ async fn sigterm_lets_in_flight_calls_finish_then_exits() {
     let store = EventStoreUnderTest::start().await;
     let issuer = issuer().await;
     let service = issuer.service_client();
+    // Every payment takes a second, so that calls are in flight when the signal comes.
+    let payment = CommandSide::payment(&store, &issuer, 0, |c| {
+        c.provider.latency = Duration::from_secs(1)
+    })
+    .await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -26,8 +31,10 @@ async fn sigterm_lets_in_flight_calls_finish_then_exits() {
         .env("AUTH_ISSUER", issuer.url())
         .env("AUTH_CLIENT_ID", &service.client_id)
         .env("AUTH_CLIENT_SECRET", &service.client_secret)
-        // Every payment takes a second, so that calls are in flight when the signal comes.
-        .env("PAYMENT_LATENCY_MS", "1000")
+        .env(
+            "PAYMENT_ENDPOINT",
+            format!("http://127.0.0.1:{}", payment.port),
+        )
         .env("PAYMENT_TIMEOUT_MS", "5000")
         .env("SHUTDOWN_DRAIN_DELAY_MS", "500")
         .env(

@@ -53,20 +53,34 @@ async fn the_command_side_works_over_tls_against_a_secure_event_store() {
     ));
 
     let issuer = issuer().await;
-    let mut config = testkit::command_config(&issuer);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    config.listen = listener.local_addr().unwrap();
-    config.event_store_url = format!(
+    let event_store_url = format!(
         "esdb://park:s3cret@127.0.0.1:{store_port}?tls=true&tlsCAFile={}",
         ca_path.display()
     );
-    config.tls = Some(command_side::config::TlsFiles {
+    let tls = command_core::settings::TlsFiles {
         cert: cert_path,
         key: key_path,
-    });
-    config.payment_endpoint = format!("https://localhost:{port}");
-    config.auth.ca_file = Some(ca_path.clone());
+    };
+    // Payment on its own, over TLS too.
+    let mut payment = testkit::payment_config(&issuer);
+    let payment_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let payment_port = payment_listener.local_addr().unwrap().port();
+    payment.server.event_store_url = event_store_url.clone();
+    payment.server.tls = Some(tls.clone());
+    tokio::spawn(payment::serve(
+        payment,
+        payment_listener,
+        std::future::pending(),
+    ));
+
+    let mut config = testkit::command_config(&issuer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    config.server.listen = listener.local_addr().unwrap();
+    config.server.event_store_url = event_store_url;
+    config.server.tls = Some(tls);
+    config.payment_endpoint = format!("https://localhost:{payment_port}");
+    config.server.auth.ca_file = Some(ca_path.clone());
     let keys = std::sync::Arc::new(events::InMemoryKeys::default());
     tokio::spawn(command_side::serve(
         config,

@@ -19,12 +19,43 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use codec::{decode, encode, sealing_key_id, CodecError, Encoded, SCHEMA_VERSION};
-pub use sealing::{CustomerKey, InMemoryKeys, KeyError, KeyStore};
+pub use sealing::{CustomerKey, InMemoryKeys, KeyError, KeyStore, NoKeys};
 pub use types::{EventType, EVENT_TYPES};
 
-/// Any event of the system.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
+/// Declares [`Event`] with one variant per aggregate, and the conversions between each
+/// aggregate's events and it: the command side stores and loads through them, so a new
+/// aggregate needs no mapping of its own anywhere else.
+macro_rules! system_events {
+    ($($variant:ident($events:ty)),* $(,)?) => {
+        /// Any event of the system.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Event {
+            $($variant($events),)*
+        }
+
+        $(
+            impl From<$events> for Event {
+                fn from(event: $events) -> Event {
+                    Event::$variant(event)
+                }
+            }
+
+            /// The aggregate's event, or the event back when it is another aggregate's.
+            impl TryFrom<Event> for $events {
+                type Error = Event;
+
+                fn try_from(event: Event) -> Result<$events, Event> {
+                    match event {
+                        Event::$variant(event) => Ok(event),
+                        other => Err(other),
+                    }
+                }
+            }
+        )*
+    };
+}
+
+system_events! {
     Reservation(ReservationEvent),
     Payment(PaymentEvent),
     Paymethod(PaymethodEvent),

@@ -87,6 +87,35 @@ pub trait KeyStore: Send + Sync + 'static {
     fn forget(&self, customer: CustomerId) -> impl Future<Output = Result<bool, KeyError>> + Send;
 }
 
+/// For a service whose events carry no personal data (payment): it holds no keys, and asking
+/// for one is an error rather than a key made up and lost.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoKeys;
+
+impl NoKeys {
+    fn refused() -> KeyError {
+        KeyError::Store("this service writes no personal data and holds no keys".into())
+    }
+}
+
+impl KeyStore for NoKeys {
+    async fn key_for_writing(&self, _: CustomerId) -> Result<CustomerKey, KeyError> {
+        Err(Self::refused())
+    }
+
+    async fn is_forgotten(&self, _: CustomerId) -> Result<bool, KeyError> {
+        Err(Self::refused())
+    }
+
+    async fn key_for_reading(&self, _: &str) -> Result<Option<CustomerKey>, KeyError> {
+        Err(Self::refused())
+    }
+
+    async fn forget(&self, _: CustomerId) -> Result<bool, KeyError> {
+        Err(Self::refused())
+    }
+}
+
 /// Keys in memory: for tests and throwaway runs (a restart forgets everyone).
 #[derive(Default)]
 pub struct InMemoryKeys {

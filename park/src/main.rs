@@ -160,7 +160,7 @@ async fn main() -> anyhow::Result<()> {
     ));
 
     // The environment, with the development issuer and its service client filled in.
-    let mut config = command_side::config::Config::from_lookup(|name| match name {
+    let lookup = |name: &str| match name {
         "AUTH_ISSUER" => Some(issuer.url().to_string()),
         "AUTH_AUDIENCE" => Some(issuer.audience().to_string()),
         "AUTH_DISCOVERY_URL" => None,
@@ -168,12 +168,20 @@ async fn main() -> anyhow::Result<()> {
         "AUTH_CLIENT_SECRET" => Some(client.client_secret.clone()),
         "AUTH_CLIENT_SECRET_FILE" => None,
         other => std::env::var(other).ok(),
-    })?;
-    config.listen = args.commands;
-    config.event_store_url = format!("esdb://{}?tls=false", args.event_store);
-    if std::env::var_os("PAYMENT_ENDPOINT").is_none() {
+    };
+    let mut config = command_side::config::Config::from_lookup(lookup)?;
+    config.server.listen = args.commands;
+    config.server.event_store_url = format!("esdb://{}?tls=false", args.event_store);
+    // Payment is served beside the command side, on the same address, unless it is elsewhere.
+    let serve_payment = std::env::var_os("PAYMENT_ENDPOINT").is_none();
+    if serve_payment {
         config.payment_endpoint = format!("http://{}", args.commands);
     }
+    let payment_endpoint = config.payment_endpoint.clone();
+    let payment = payment::config::Config {
+        server: config.server.clone(),
+        provider: payment::config::ProviderRules::from_lookup(&lookup)?,
+    };
     let command_listener = tokio::net::TcpListener::bind(args.commands)
         .await
         .with_context(|| {
@@ -209,14 +217,16 @@ async fn main() -> anyhow::Result<()> {
     .context("cannot reach the key store")?;
     let keys = Arc::new(keys);
     let mut commands_stop = stop.clone();
-    let commands = tokio::spawn(command_side::serve(
-        config,
-        keys.clone(),
-        command_listener,
-        async move {
+    let mut services = command_side::services(&config, keys.clone(), Default::default())?;
+    if serve_payment {
+        services = payment::services(&payment, services)?;
+    }
+    let commands = tokio::spawn(async move {
+        command_core::serve(&config.server, services, command_listener, async move {
             let _ = commands_stop.wait_for(|s| *s).await;
-        },
-    ));
+        })
+        .await
+    });
 
     let projector = projector::Projector {
         client: kurrentdb::Client::new(format!("esdb://{}?tls=false", args.event_store).parse()?)
@@ -244,9 +254,20 @@ async fn main() -> anyhow::Result<()> {
     );
     let events = kurrentdb::Client::new(format!("esdb://{}?tls=false", args.event_store).parse()?)
         .map_err(|e| anyhow::anyhow!("event store client: {e}"))?;
-    let payments = command_side::proto::payment_service_client::PaymentServiceClient::new(
-        command_channel.clone(),
-    );
+    // Payment where the command side calls it: beside it here, unless PAYMENT_ENDPOINT says.
+    let payment_channel = if serve_payment {
+        command_channel.clone()
+    } else {
+        access::client::WithToken::new(
+            tonic::transport::Channel::from_shared(payment_endpoint)?.connect_lazy(),
+            access::client::Credentials::Service(access::client::ServiceToken::new(
+                issuer.auth_settings(),
+                issuer.service_client(),
+            )?),
+        )
+    };
+    let payments =
+        command_side::proto::payment_service_client::PaymentServiceClient::new(payment_channel);
     let refunds = policies::RefundOnCancel {
         events: events.clone(),
         payments: payments.clone(),

@@ -237,6 +237,7 @@ fn prometheus_scrapes_every_service_where_compose_serves_its_metrics() {
     let compose = std::fs::read_to_string(repository().join("docker-compose.yml")).unwrap();
     for (service, port) in [
         ("command-side", "9093"),
+        ("payment", "9094"),
         ("projector", "9091"),
         ("policies", "9092"),
         ("query-side", "8080"),

@@ -3,8 +3,8 @@
 //! through the command side like any client.
 //!
 //! Settings: `EVENT_STORE_URL` (esdb://127.0.0.1:2113?tls=false; or `EVENT_STORE_URL_FILE`),
-//! `COMMAND_ENDPOINT` (http://127.0.0.1:50051; `https://` is verified against the system's
-//! roots and `TLS_CA_FILE`), `DATABASE_URL` or the `PG*` variables (checkpoints and the
+//! `COMMAND_ENDPOINT` (http://127.0.0.1:50051) and `PAYMENT_ENDPOINT` (http://127.0.0.1:50052)
+//! (`https://` is verified against the system's roots and `TLS_CA_FILE`), `DATABASE_URL` or the `PG*` variables (checkpoints and the
 //! policies' state), `ORPHAN_AFTER_MS` (60000: how long an approved payment may wait for its
 //! reservation before it is refunded), `METRICS_LISTEN` (127.0.0.1:9092: `/metrics`,
 //! `/healthz`, `/readyz`), and the policies' own identity: `AUTH_ISSUER` (with
@@ -40,11 +40,20 @@ async fn main() -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("EVENT_STORE_URL: {e}"))?,
     )
     .map_err(|e| anyhow::anyhow!("event store client: {e}"))?;
-    let channel = access::client::grpc_endpoint(&commands, auth.ca_file.as_deref())
-        .map_err(|e| anyhow::anyhow!("COMMAND_ENDPOINT: {e}"))?
-        .connect_lazy();
-    let channel =
-        access::client::WithToken::new(channel, access::client::Credentials::Service(identity));
+    let payment =
+        std::env::var("PAYMENT_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:50052".into());
+    // Both called with the policies' own identity.
+    let connect = |endpoint: &str, variable: &str| {
+        let channel = access::client::grpc_endpoint(endpoint, auth.ca_file.as_deref())
+            .map_err(|e| anyhow::anyhow!("{variable}: {e}"))?
+            .connect_lazy();
+        anyhow::Ok(access::client::WithToken::new(
+            channel,
+            access::client::Credentials::Service(identity.clone()),
+        ))
+    };
+    let channel = connect(&commands, "COMMAND_ENDPOINT")?;
+    let payments = PaymentServiceClient::new(connect(&payment, "PAYMENT_ENDPOINT")?);
     let pool = read_models::pool(read_models::config_from_env()?, 4)?;
     let operations = std::env::var("METRICS_LISTEN").unwrap_or_else(|_| "127.0.0.1:9092".into());
     lifecycle::serve_operations(&operations).await?;
@@ -58,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
     let stop = lifecycle::stop_on_signal();
     let refunds = RefundOnCancel {
         events: events.clone(),
-        payments: PaymentServiceClient::new(channel.clone()),
+        payments: payments.clone(),
     };
     let notify = NotifyCustomer {
         events: events.clone(),
@@ -66,12 +75,12 @@ async fn main() -> anyhow::Result<()> {
     };
     let orphans = RefundOrphanedPayments {
         events: events.clone(),
-        payments: PaymentServiceClient::new(channel.clone()),
+        payments,
         reservations: ReservationServiceClient::new(channel),
         pool: pool.clone(),
         orphan_after,
     };
-    tracing::info!( commands = %commands, ?orphan_after, "policies running");
+    tracing::info!(commands = %commands, payment = %payment, ?orphan_after, "policies running");
     let always = |_: &policies::PolicyError| true;
     // Each attempt after a failure gets a new event store client: the official client gives
     // up for good when a connection attempt fails (its first connection, if the store is away

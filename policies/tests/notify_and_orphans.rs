@@ -383,7 +383,7 @@ async fn a_reservation_recorded_on_a_refunded_payment_is_cancelled() {
 
     // The late reservation, appended as the command side would have.
     let store =
-        command_side::store::EventStore::new(running.event_store_client(), running.keys.clone());
+        command_core::store::EventStore::new(running.event_store_client(), running.keys.clone());
     let requested = CleaningRequested {
         reservation_id: ReservationId::from(reservation),
         customer_id: CustomerId::from(uuid::Uuid::new_v4()),
@@ -393,7 +393,7 @@ async fn a_reservation_recorded_on_a_refunded_payment_is_cancelled() {
         price: Money::from_cents(4_200).unwrap(),
         payment_id: PaymentId::from(payment),
     };
-    let context = command_side::store::RequestContext {
+    let context = command_core::store::RequestContext {
         request_id: uuid::Uuid::new_v4(),
         correlation_id: uuid::Uuid::new_v4(),
         causation_id: uuid::Uuid::new_v4(),

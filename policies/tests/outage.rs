@@ -208,6 +208,10 @@ async fn sigterm_stops_the_policies_while_a_command_waits_for_an_answer() {
                 "COMMAND_ENDPOINT",
                 format!("http://127.0.0.1:{}", link.port),
             )
+            .env(
+                "PAYMENT_ENDPOINT",
+                format!("http://127.0.0.1:{}", link.port),
+            )
             .spawn()
             .unwrap()
     };

@@ -13,7 +13,7 @@ use dev_issuer::Issuer;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
-/// The embedded event store and the command side, with the PostgreSQL key store in a database of
+/// The embedded event store, and the command side and payment in one server, with the PostgreSQL key store in a database of
 /// its own (as deployed: the projector under test reaches the same keys), and the development
 /// issuer whose tokens the command side accepts.
 pub struct Running {
@@ -39,14 +39,44 @@ pub async fn issuer() -> Issuer {
 
 /// Command-side settings trusting `issuer`, with its service client as the own identity.
 pub fn command_config(issuer: &Issuer) -> command_side::config::Config {
+    command_side::config::Config::from_lookup(|name| trusting(issuer, name)).expect("config")
+}
+
+/// Payment settings trusting `issuer`.
+pub fn payment_config(issuer: &Issuer) -> payment::config::Config {
+    payment::config::Config::from_lookup(|name| trusting(issuer, name)).expect("config")
+}
+
+fn trusting(issuer: &Issuer, name: &str) -> Option<String> {
     let client = issuer.service_client();
-    let lookup = |name: &str| match name {
+    match name {
         "AUTH_ISSUER" => Some(issuer.url().to_string()),
         "AUTH_CLIENT_ID" => Some(client.client_id.clone()),
         "AUTH_CLIENT_SECRET" => Some(client.client_secret.clone()),
         _ => None,
+    }
+}
+
+/// The command side and payment in one server on `listener`, as park runs them, payment with
+/// the command side's server settings and `provider`'s rules; the command side calls payment
+/// there. Serves until `shutdown` completes.
+pub async fn serve_commands_and_payment<K: events::KeyStore>(
+    mut commands: command_side::config::Config,
+    provider: payment::config::ProviderRules,
+    keys: Arc<K>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let address = listener.local_addr()?;
+    commands.server.listen = address;
+    commands.payment_endpoint = format!("http://{address}");
+    let payments = payment::config::Config {
+        server: commands.server.clone(),
+        provider,
     };
-    command_side::config::Config::from_lookup(lookup).expect("config")
+    let services = command_side::services(&commands, keys, command_core::Services::default())?;
+    let services = payment::services(&payments, services)?;
+    command_core::serve(&commands.server, services, listener, shutdown).await
 }
 
 /// `channel` with every call carrying a token of `issuer` for `subject` in `role`.
@@ -98,13 +128,17 @@ impl Running {
             .expect("bind");
         let address = listener.local_addr().expect("addr");
         let mut config = command_config(&issuer);
-        config.listen = address;
-        config.event_store_url = event_store_url.clone();
-        config.payment_endpoint = format!("http://{address}");
+        config.server.event_store_url = event_store_url.clone();
         let (stop_commands, stopped) = oneshot::channel::<()>();
-        tokio::spawn(command_side::serve(config, keys.clone(), listener, async {
-            let _ = stopped.await;
-        }));
+        tokio::spawn(serve_commands_and_payment(
+            config,
+            Default::default(),
+            keys.clone(),
+            listener,
+            async {
+                let _ = stopped.await;
+            },
+        ));
         let channel = Channel::from_shared(format!("http://{address}"))
             .expect("url")
             .connect()

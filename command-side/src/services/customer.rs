@@ -3,17 +3,17 @@
 use std::sync::Arc;
 
 use domain::customer::{Customer, CustomerError, ForgetCustomer};
-use events::{Event, KeyStore};
+use events::KeyStore;
 use tonic::Request;
 
 use access::Action;
 
-use super::{acting_for, authorize, reply, Reply};
-use crate::errors::{CommandError, Violations};
-use crate::execute::{Executor, Target};
-use crate::proto::customer_service_server::CustomerService;
-use crate::proto::*;
-use crate::store::StoreError;
+use api_contract::customer_service_server::CustomerService;
+use api_contract::*;
+use command_core::errors::{CommandError, Violations};
+use command_core::execute::{Executor, Target};
+use command_core::request::{acting_for, authorize, reply, Reply};
+use command_core::store::StoreError;
 
 pub struct Customers<K> {
     pub executor: Arc<Executor<K>>,
@@ -41,11 +41,6 @@ impl<K: KeyStore> CustomerService for Customers<K> {
             .map_err(|e| CommandError::from(StoreError::from(e)))?;
         let target = Target::<Customer> {
             stream: events::streams::customer(customer_id),
-            wrap: Event::Customer,
-            select: |e| match e {
-                Event::Customer(c) => Some(c),
-                _ => None,
-            },
             safe_to_repeat: true,
             owner: None,
         };

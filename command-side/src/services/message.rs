@@ -4,16 +4,16 @@ use std::sync::Arc;
 
 use domain::message::{Message, MessageError, SendMessage, MAX_RECIPIENT, MAX_TEXT};
 use domain::{CustomerId, MessageId, Personal, ReservationId};
-use events::{Event, KeyStore};
+use events::KeyStore;
 use tonic::Request;
 
 use access::Action;
 
-use super::{authorize, derived_id, reply, Reply};
-use crate::errors::{CommandError, Violations};
-use crate::execute::{Executor, Target};
-use crate::proto::message_service_server::MessageService;
-use crate::proto::*;
+use api_contract::message_service_server::MessageService;
+use api_contract::*;
+use command_core::errors::{CommandError, Violations};
+use command_core::execute::{Executor, Target};
+use command_core::request::{authorize, derived_id, reply, Reply};
 
 pub struct Messages<K> {
     pub executor: Arc<Executor<K>>,
@@ -22,11 +22,6 @@ pub struct Messages<K> {
 pub fn target(id: MessageId) -> Target<Message> {
     Target {
         stream: events::streams::message(id),
-        wrap: Event::Message,
-        select: |e| match e {
-            Event::Message(m) => Some(m),
-            _ => None,
-        },
         safe_to_repeat: false,
         owner: None,
     }

@@ -6,18 +6,18 @@ use std::sync::Arc;
 use domain::paymethod::{Paymethod, PaymethodCommand, PaymethodError};
 use domain::reservation::MAX_NAME;
 use domain::{MaskedNumber, PaymethodId, PaymethodKind, Personal};
-use events::{Event, KeyStore};
+use events::KeyStore;
 use tonic::Request;
 
 use access::Action;
 
-use super::{acting_for, authorize, derived_id, reply, Reply};
-use crate::errors::{CommandError, Violations};
-use crate::execute::{Executor, Owner, Target};
 use crate::payments::PaymentGateway;
-use crate::proto::paymethod_service_server::PaymethodService;
-use crate::proto::*;
-use crate::store::RequestContext;
+use api_contract::paymethod_service_server::PaymethodService;
+use api_contract::*;
+use command_core::errors::{CommandError, Violations};
+use command_core::execute::{Executor, Owner, Target};
+use command_core::request::{acting_for, authorize, derived_id, reply, Reply};
+use command_core::store::RequestContext;
 
 pub struct Paymethods<K> {
     pub executor: Arc<Executor<K>>,
@@ -27,11 +27,6 @@ pub struct Paymethods<K> {
 fn target(id: PaymethodId) -> Target<Paymethod> {
     Target {
         stream: events::streams::paymethod(id),
-        wrap: Event::Paymethod,
-        select: |e| match e {
-            Event::Paymethod(p) => Some(p),
-            _ => None,
-        },
         safe_to_repeat: true,
         owner: Some(Owner {
             of: |p| p.registered.then_some(p.customer_id),

@@ -8,18 +8,18 @@ use domain::reservation::{
     MAX_NAME, MAX_PLACE, MAX_REASON,
 };
 use domain::{Money, PaymentId, PaymethodKind, Personal, ReservationId};
-use events::{Event, KeyStore};
+use events::KeyStore;
 use tonic::{Request, Response};
 
 use access::Action;
 
-use super::{acting_for, authorize, derived_id, reply, Reply};
-use crate::errors::{CommandError, Violations};
-use crate::execute::{Executor, Owner, Target};
 use crate::payments::PaymentGateway;
-use crate::proto::reservation_service_server::ReservationService;
-use crate::proto::*;
-use crate::store::RequestContext;
+use api_contract::reservation_service_server::ReservationService;
+use api_contract::*;
+use command_core::errors::{CommandError, Violations};
+use command_core::execute::{Executor, Owner, Target};
+use command_core::request::{acting_for, authorize, derived_id, reply, Reply};
+use command_core::store::RequestContext;
 
 pub struct Reservations<K> {
     pub executor: Arc<Executor<K>>,
@@ -29,11 +29,6 @@ pub struct Reservations<K> {
 fn target(id: ReservationId, safe_to_repeat: bool) -> Target<Reservation> {
     Target {
         stream: events::streams::reservation(id),
-        wrap: Event::Reservation,
-        select: |e| match e {
-            Event::Reservation(r) => Some(r),
-            _ => None,
-        },
         safe_to_repeat,
         owner: Some(Owner {
             of: |r| (r.status != ReservationStatus::None).then_some(r.customer_id),

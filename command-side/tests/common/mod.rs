@@ -1,5 +1,6 @@
-//! A running system for tests: a fresh embedded event store and the command side, both on
-//! loopback ports, reached through real gRPC clients.
+//! A running system for tests: a fresh embedded event store, and the command side with payment
+//! (in one server, as park runs them, or payment apart), on loopback ports, reached through
+//! real gRPC clients.
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -58,6 +59,12 @@ impl EventStoreUnderTest {
     }
 }
 
+/// The settings of a server of the command side and payment together.
+pub struct Settings {
+    pub commands: Config,
+    pub provider: payment::config::ProviderRules,
+}
+
 /// One command-side process (in this test's runtime), stoppable.
 pub struct CommandSide {
     pub port: u16,
@@ -67,20 +74,53 @@ pub struct CommandSide {
 }
 
 impl CommandSide {
+    /// The command side with payment in the same server, calling it there.
     pub async fn start(
         event_store: &EventStoreUnderTest,
         issuer: &Issuer,
         port: u16,
-        change: impl FnOnce(&mut Config),
+        change: impl FnOnce(&mut Settings),
     ) -> CommandSide {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .unwrap();
         let port = listener.local_addr().unwrap().port();
+        let mut settings = Settings {
+            commands: testkit::command_config(issuer),
+            provider: Default::default(),
+        };
+        settings.commands.server.event_store_url = event_store.url();
+        change(&mut settings);
+        let keys = Arc::new(InMemoryKeys::default());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(testkit::serve_commands_and_payment(
+            settings.commands,
+            settings.provider,
+            keys.clone(),
+            listener,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        CommandSide {
+            port,
+            keys,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// The command side alone: `change` says where payment is.
+    pub async fn start_alone(
+        event_store: &EventStoreUnderTest,
+        issuer: &Issuer,
+        change: impl FnOnce(&mut Config),
+    ) -> CommandSide {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
         let mut config = testkit::command_config(issuer);
-        config.listen = listener.local_addr().unwrap();
-        config.event_store_url = event_store.url();
-        config.payment_endpoint = format!("http://127.0.0.1:{port}");
+        config.server.listen = listener.local_addr().unwrap();
+        config.server.event_store_url = event_store.url();
         change(&mut config);
         let keys = Arc::new(InMemoryKeys::default());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -90,6 +130,33 @@ impl CommandSide {
         CommandSide {
             port,
             keys,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// The payment service alone, on `port` (0: any).
+    pub async fn payment(
+        event_store: &EventStoreUnderTest,
+        issuer: &Issuer,
+        port: u16,
+        change: impl FnOnce(&mut payment::config::Config),
+    ) -> CommandSide {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut config = testkit::payment_config(issuer);
+        config.server.listen = listener.local_addr().unwrap();
+        config.server.event_store_url = event_store.url();
+        change(&mut config);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(payment::serve(config, listener, async {
+            let _ = stopped.await;
+        }));
+        CommandSide {
+            port,
+            keys: Default::default(),
             stop: Some(stop),
             task: Some(task),
         }
@@ -154,7 +221,7 @@ impl System {
         Self::start_with(|_| {}).await
     }
 
-    pub async fn start_with(change: impl FnOnce(&mut Config)) -> System {
+    pub async fn start_with(change: impl FnOnce(&mut Settings)) -> System {
         let store = EventStoreUnderTest::start().await;
         let issuer = issuer().await;
         let commands = CommandSide::start(&store, &issuer, 0, change).await;

@@ -9,6 +9,8 @@ pub fn policies(running: &testkit::Running, database: &str) -> tokio::process::C
     command
         .env("EVENT_STORE_URL", &running.event_store_url)
         .env("COMMAND_ENDPOINT", &running.command_url)
+        // Payment is served beside the command side there.
+        .env("PAYMENT_ENDPOINT", &running.command_url)
         .env("PGDATABASE", database)
         .env_remove("DATABASE_URL")
         .env("METRICS_LISTEN", "127.0.0.1:0")

@@ -7,11 +7,10 @@ use events::{Event, KeyStore};
 use crate::errors::CommandError;
 use crate::store::{EventStore, Loaded, RequestContext, StoreError, Written};
 
-/// Which stream, and how its events map to and from the system's events.
+/// Which stream, and how the commands on it behave. Its aggregate's events are stored as the
+/// system's [`Event`]s through `From`/`TryFrom` (declared once, in `events`).
 pub struct Target<A: Aggregate> {
     pub stream: String,
-    pub wrap: fn(A::Event) -> Event,
-    pub select: fn(Event) -> Option<A::Event>,
     /// Whether a command that lost a race may simply be decided again on fresh state.
     pub safe_to_repeat: bool,
     /// For aggregates a customer owns: a caller allowed only their own finds someone else's
@@ -39,8 +38,11 @@ impl<K: KeyStore> Executor<K> {
         target: &Target<A>,
         context: &RequestContext,
         refusal: impl Fn(A::Error) -> CommandError,
-    ) -> Result<Loaded<A>, CommandError> {
-        let loaded = self.store.load::<A>(&target.stream, target.select).await?;
+    ) -> Result<Loaded<A>, CommandError>
+    where
+        A::Event: TryFrom<Event>,
+    {
+        let loaded = self.store.load::<A>(&target.stream).await?;
         if let Some(owner) = &target.owner {
             if (owner.of)(&loaded.state).is_some_and(|o| !context.grant.covers(o.uuid())) {
                 return Err(refusal((owner.missing)()));
@@ -87,7 +89,10 @@ impl<K: KeyStore> Executor<K> {
         command: &A::Command,
         context: &RequestContext,
         refusal: impl Fn(A::Error) -> CommandError,
-    ) -> Result<Written, CommandError> {
+    ) -> Result<Written, CommandError>
+    where
+        A::Event: Into<Event> + TryFrom<Event>,
+    {
         let mut attempt = 0;
         loop {
             let loaded = self.load(target, context, &refusal).await?;
@@ -100,7 +105,7 @@ impl<K: KeyStore> Executor<K> {
                 let (revision, position) = loaded.stored.last().map_or((0, 0), |s| (s.1, s.2));
                 return Ok(Written { revision, position });
             }
-            let new: Vec<Event> = decided.into_iter().map(target.wrap).collect();
+            let new: Vec<Event> = decided.into_iter().map(Into::into).collect();
             match self
                 .store
                 .append(&target.stream, loaded.revision, &new, context)

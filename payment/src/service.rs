@@ -1,4 +1,5 @@
-//! `PaymentService`: asks the (simulated) provider and records its answer; refunds.
+//! `PaymentService`: asks the (simulated) provider and records its answer; refunds; checks
+//! payment methods.
 
 use std::sync::Arc;
 
@@ -11,13 +12,13 @@ use tonic::{Request, Response};
 
 use access::Action;
 
-use super::{authorize, reply, with_correlation, Reply};
-use crate::errors::{CommandError, Violations};
-use crate::execute::{Executor, Target};
-use crate::proto::payment_service_server::PaymentService;
-use crate::proto::*;
 use crate::provider::{Provider, Verdict};
-use crate::store::{StoreError, Written};
+use api_contract::payment_service_server::PaymentService;
+use api_contract::*;
+use command_core::errors::{CommandError, Violations};
+use command_core::execute::{Executor, Target};
+use command_core::request::{authorize, reply, with_correlation, Reply};
+use command_core::store::{StoreError, Written};
 
 pub struct Payments<K> {
     pub executor: Arc<Executor<K>>,
@@ -27,11 +28,6 @@ pub struct Payments<K> {
 fn target(id: PaymentId) -> Target<Payment> {
     Target {
         stream: events::streams::payment(id),
-        wrap: Event::Payment,
-        select: |e| match e {
-            Event::Payment(p) => Some(p),
-            _ => None,
-        },
         safe_to_repeat: true,
         owner: None,
     }
@@ -44,10 +40,14 @@ fn refusal(error: PaymentError) -> CommandError {
     }
 }
 
+/// When a caller should try again after the provider failed to answer: a simulated provider's
+/// outage is a blip, and the caller's circuit breaker takes over from longer ones.
+const PROVIDER_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn provider_down() -> CommandError {
     CommandError::Unavailable {
         reason: "the payment provider did not answer".into(),
-        retry_after: std::time::Duration::from_secs(1),
+        retry_after: PROVIDER_RETRY_AFTER,
     }
 }
 
@@ -104,7 +104,7 @@ impl<K: KeyStore> PaymentService for Payments<K> {
         });
         // Appended right after the state loaded above: one read per payment, not two.
         let decided = loaded.state.decide(&command).map_err(refusal)?;
-        let new: Vec<Event> = decided.iter().cloned().map(Event::Payment).collect();
+        let new: Vec<Event> = decided.iter().cloned().map(Event::from).collect();
         let store = &self.executor.store;
         match store
             .append(&target.stream, loaded.revision, &new, &context)
@@ -186,7 +186,7 @@ fn pay_reply(
     payment_id: PaymentId,
     state: &Payment,
     written: Written,
-    context: &crate::store::RequestContext,
+    context: &command_core::store::RequestContext,
 ) -> Response<PayReply> {
     let result = reply(payment_id, written, context).into_inner();
     let mut response = Response::new(PayReply {

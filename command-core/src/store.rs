@@ -148,11 +148,10 @@ impl<K: KeyStore> EventStore<K> {
         db.system.name = "kurrentdb",
         db.kurrentdb.stream = %stream,
     ))]
-    pub async fn load<A: Aggregate>(
-        &self,
-        stream: &str,
-        select: impl Fn(Event) -> Option<A::Event>,
-    ) -> Result<Loaded<A>, StoreError> {
+    pub async fn load<A: Aggregate>(&self, stream: &str) -> Result<Loaded<A>, StoreError>
+    where
+        A::Event: TryFrom<Event>,
+    {
         let mut loaded = Loaded {
             state: A::default(),
             revision: None,
@@ -176,7 +175,7 @@ impl<K: KeyStore> EventStore<K> {
                 .map_or(events::SCHEMA_VERSION, |m| m.schema_version);
             let event = events::decode(&recorded.event_type, version, &recorded.data, None)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            if let Some(event) = select(event) {
+            if let Ok(event) = A::Event::try_from(event) {
                 loaded.state.apply(&event);
             }
             loaded.revision = Some(recorded.revision);

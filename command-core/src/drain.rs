@@ -3,7 +3,7 @@
 //! in flight, and only then stops accepting connections.
 //!
 //! Waiting before closing the listener matters here: `ApplyReservation` calls `PaymentService`
-//! over gRPC, by default on this same process, and that inner call must still find a server.
+//! over gRPC, in park on this same process, and that inner call must still find a server.
 
 use std::future::Future;
 use std::pin::Pin;
