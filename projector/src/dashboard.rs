@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use domain::customer::CustomerEvent;
 use domain::message::MessageEvent;
 use domain::payment::PaymentEvent;
+use domain::paymethod::PaymethodEvent;
 use domain::reservation::{ReservationEvent, ReservationStatus};
 use events::Event;
 
@@ -189,7 +190,30 @@ pub fn apply(out: &mut Statements, applied: &Applied<'_>) {
                 params![customer_id.uuid(), p],
             );
         }
-        Event::Paymethod(_) => {}
+        Event::Paymethod(PaymethodEvent::PaymethodChanged {
+            paymethod_id, kind, ..
+        }) => {
+            // The customer's open reservations paid with the method's kind so far are charged and
+            // refunded through it from now on: they show its new kind. This runs before the
+            // `paymethods` row takes the change (messages.rs), so that row still holds the old
+            // kind, and its position guards a replayed batch.
+            out.push(
+                "UPDATE dashboard d SET payment_kind = $2, updated_at = $3, last_position = $4
+                 FROM paymethods m
+                 WHERE m.paymethod_id = $1 AND m.last_position < $4 AND m.kind <> $2
+                   AND d.customer_id = m.customer_id AND d.payment_kind = m.kind
+                   AND d.status IN ($5, $6) AND d.last_position < $4",
+                params![
+                    paymethod_id.uuid(),
+                    kind.as_str(),
+                    at,
+                    p,
+                    ReservationStatus::Requested.as_str(),
+                    ReservationStatus::CleaningStarted.as_str()
+                ],
+            );
+        }
+        Event::Paymethod(PaymethodEvent::PaymethodRegistered { .. }) => {}
     }
 }
 
@@ -253,7 +277,8 @@ pub fn touches(event: &Event) -> Touches {
             reservation_id: None,
             ..
         }) => Touches::Nothing,
-        Event::Customer(CustomerEvent::CustomerForgotten { .. }) => Touches::Many,
-        Event::Paymethod(_) => Touches::Nothing,
+        Event::Customer(CustomerEvent::CustomerForgotten { .. })
+        | Event::Paymethod(PaymethodEvent::PaymethodChanged { .. }) => Touches::Many,
+        Event::Paymethod(PaymethodEvent::PaymethodRegistered { .. }) => Touches::Nothing,
     }
 }

@@ -209,6 +209,102 @@ async fn every_field_follows_each_kind_of_event() {
     task.await.unwrap().unwrap();
 }
 
+/// DOMAIN.md requirement 6: a customer's change of payment method reaches the payment kind of
+/// their open reservations paid with it; closed ones keep the kind they were paid with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_payment_method_reaches_the_open_reservations_payment_kind() {
+    let pool = testkit::fresh_database().await;
+    let mut s = start_system().await;
+    let projector = Arc::new(projector(&s, &pool, BatchSettings::default()));
+    let running = projector.clone();
+    let projecting = tokio::spawn(async move { running.run(std::future::pending()).await });
+    let mut paymethods = command_side::proto::paymethod_service_client::PaymethodServiceClient::new(
+        s.running.commands.clone(),
+    );
+    let customer = uuid::Uuid::new_v4().to_string();
+    let method = paymethods
+        .register_paymethod(RegisterPaymethodRequest {
+            request_id: String::new(),
+            customer_id: customer.clone(),
+            customer_name: "Ada Lovelace".into(),
+            kind: "debit_card".into(),
+            number: "4111 1111 1111 1111".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut applied = Vec::new();
+    for price in [3_000, 4_000, 5_000] {
+        let request = testkit::apply_request(&customer, price);
+        applied.push(
+            s.reservations
+                .apply_reservation(request)
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+    }
+    let [open, started, closed] = <[_; 3]>::try_from(applied).unwrap();
+    s.reservations
+        .start_cleaning(StartCleaningRequest {
+            request_id: String::new(),
+            reservation_id: started.id.clone(),
+            cleaner: String::new(),
+        })
+        .await
+        .unwrap();
+    s.reservations
+        .cancel_reservation(CancelReservationRequest {
+            request_id: String::new(),
+            reservation_id: closed.id.clone(),
+            reason: "moved".into(),
+        })
+        .await
+        .unwrap();
+    // Someone else's reservation, paid by debit card too, is not theirs to change.
+    let stranger = s
+        .reservations
+        .apply_reservation(testkit::apply_request(
+            &uuid::Uuid::new_v4().to_string(),
+            6_000,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let changed = paymethods
+        .change_paymethod(ChangePaymethodRequest {
+            request_id: String::new(),
+            paymethod_id: method.id.clone(),
+            kind: "credit_card".into(),
+            number: "5555 5555 5555 4444".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    caught_up(&projector, changed.position).await;
+    let kind = |id: String| {
+        let pool = pool.clone();
+        async move { row(&pool, &id).await.get::<_, String>("payment_kind") }
+    };
+    assert_eq!(kind(open.id.clone()).await, "credit_card");
+    assert_eq!(kind(started.id.clone()).await, "credit_card");
+    assert_eq!(kind(closed.id.clone()).await, "debit_card");
+    assert_eq!(kind(stranger.id.clone()).await, "debit_card");
+
+    // A rebuild from the log comes to the same.
+    let rebuilt_pool = testkit::fresh_database().await;
+    let rebuilt = Arc::new(self::projector(&s, &rebuilt_pool, BatchSettings::default()));
+    let running = rebuilt.clone();
+    let rebuilding = tokio::spawn(async move { running.run(std::future::pending()).await });
+    caught_up(&rebuilt, changed.position).await;
+    rebuilding.abort();
+    for (id, expected) in [(&open.id, "credit_card"), (&closed.id, "debit_card")] {
+        let r = row(&rebuilt_pool, id).await;
+        assert_eq!(r.get::<_, String>("payment_kind"), expected);
+    }
+    projecting.abort();
+}
+
 async fn dump(pool: &Pool) -> Vec<String> {
     testkit::dump(pool, &projector::rebuild::READ_MODEL_TABLES).await
 }
