@@ -77,6 +77,12 @@ impl Violations {
     }
 }
 
+/// A value whose check passed, after [`Violations::finish`]: only a mistake in the handler
+/// leaves it missing, and that is an internal error, not the caller's.
+pub fn checked<T>(value: Option<T>) -> Result<T, CommandError> {
+    value.ok_or_else(|| CommandError::Internal("validation passed with a missing field".into()))
+}
+
 impl From<CommandError> for Status {
     fn from(error: CommandError) -> Status {
         match error {

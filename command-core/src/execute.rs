@@ -1,6 +1,8 @@
 //! Running a command against an aggregate: load its stream, decide, append with the stream's
 //! revision as the expected revision.
 
+use std::future::Future;
+
 use domain::Aggregate;
 use events::{Event, KeyStore};
 
@@ -80,9 +82,7 @@ impl<K: KeyStore> Executor<K> {
             .map_err(|e| StoreError::from(e).into())
     }
 
-    /// Decides and appends. A retry of an earlier request returns its original result; a
-    /// concurrent write is retried (up to `retries` times) when the target allows it, and is
-    /// ABORTED otherwise.
+    /// Decides `command` and appends what it causes; see [`Executor::execute_with`].
     pub async fn execute<A: Aggregate>(
         &self,
         target: &Target<A>,
@@ -92,26 +92,70 @@ impl<K: KeyStore> Executor<K> {
     ) -> Result<Written, CommandError>
     where
         A::Event: Into<Event> + TryFrom<Event>,
+        A::Command: Clone,
+    {
+        let step = |_: &A| std::future::ready(Ok(Some(command.clone())));
+        let executed = self.execute_with(target, context, refusal, step).await?;
+        Ok(executed.written)
+    }
+
+    /// The one way a command runs: load the target, and unless this very request was recorded
+    /// already (a retry: its original result), let `step` say what to do in this state: it may
+    /// wait on something else first (a payment, a check with the provider) and answers with the
+    /// command, or `None` when nothing needs doing. Then decide and append with the revision
+    /// loaded. A concurrent write makes it all run again on fresh state (up to `retries` times)
+    /// when the target allows that, and is ABORTED otherwise.
+    pub async fn execute_with<A, F, Fut>(
+        &self,
+        target: &Target<A>,
+        context: &RequestContext,
+        refusal: impl Fn(A::Error) -> CommandError,
+        step: F,
+    ) -> Result<Executed<A>, CommandError>
+    where
+        A: Aggregate,
+        A::Event: Into<Event> + TryFrom<Event>,
+        F: Fn(&A) -> Fut,
+        Fut: Future<Output = Result<Option<A::Command>, CommandError>>,
     {
         let mut attempt = 0;
         loop {
             let loaded = self.load(target, context, &refusal).await?;
             if let Some(earlier) = loaded.earlier_result(context.request_id, &target.stream) {
-                return Ok(earlier);
+                return Ok(Executed {
+                    written: earlier,
+                    state: loaded.state,
+                });
             }
-            let decided = loaded.state.decide(command).map_err(&refusal)?;
+            // Nothing to change: the answer is where the stream already stands.
+            let (revision, position) = loaded.stored.last().map_or((0, 0), |s| (s.1, s.2));
+            let unchanged = Written { revision, position };
+            let Some(command) = step(&loaded.state).await? else {
+                return Ok(Executed {
+                    written: unchanged,
+                    state: loaded.state,
+                });
+            };
+            let decided = loaded.state.decide(&command).map_err(&refusal)?;
             if decided.is_empty() {
-                // Nothing to change: the answer is where the stream already stands.
-                let (revision, position) = loaded.stored.last().map_or((0, 0), |s| (s.1, s.2));
-                return Ok(Written { revision, position });
+                return Ok(Executed {
+                    written: unchanged,
+                    state: loaded.state,
+                });
             }
-            let new: Vec<Event> = decided.into_iter().map(Into::into).collect();
+            let new: Vec<Event> = decided.iter().cloned().map(Into::into).collect();
             match self
                 .store
                 .append(&target.stream, loaded.revision, &new, context)
                 .await
             {
-                Ok(written) => return Ok(written),
+                Ok(written) => {
+                    let mut state = loaded.state;
+                    for event in &decided {
+                        state.apply(event);
+                    }
+                    return Ok(Executed { written, state });
+                }
                 Err(StoreError::Conflict) if target.safe_to_repeat && attempt < self.retries => {
                     attempt += 1;
                     tracing::debug!(stream = %target.stream, attempt, "concurrent write; deciding again");
@@ -120,4 +164,11 @@ impl<K: KeyStore> Executor<K> {
             }
         }
     }
+}
+
+/// What running a command came to: where its stream stands, and the aggregate there.
+#[derive(Debug)]
+pub struct Executed<A> {
+    pub written: Written,
+    pub state: A,
 }

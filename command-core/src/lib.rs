@@ -53,7 +53,7 @@ pub struct Services {
 
 impl Services {
     /// Adds a generated service server (`FooServiceServer::new(..)`).
-    pub fn add<S>(mut self, service: S) -> Services
+    pub fn with<S>(mut self, service: S) -> Services
     where
         S: tower::Service<http::Request<tonic::body::Body>, Error = Infallible>
             + NamedService

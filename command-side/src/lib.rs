@@ -2,7 +2,8 @@
 //! reservations, payment methods, messages and customers. Each loads an aggregate's stream,
 //! decides with the pure domain and appends the new events (see [`command_core`]).
 //!
-//! - [`services`]: the four services, field checks and replies.
+//! - [`application`]: the commands (checked values in, where they wrote out), no transport.
+//! - [`grpc`]: the four gRPC services: field checks, the application, replies.
 //! - [`payments`], [`breaker`]: the synchronous call to the payment service (its own deployable,
 //!   the `payment` crate), with a deadline and a circuit breaker.
 //! - [`config`]: the settings.
@@ -10,10 +11,11 @@
 // `tonic::Status` is the error type of every handler; boxing it would only add noise.
 #![allow(clippy::result_large_err)]
 
+pub mod application;
 pub mod breaker;
 pub mod config;
+pub mod grpc;
 pub mod payments;
-pub mod services;
 
 /// The contract this side serves (its own crate, so that clients need not depend on the server).
 pub use api_contract as proto;
@@ -66,26 +68,38 @@ pub fn services<K: KeyStore>(
         access::client::Credentials::Service(own_identity),
         config.server.auth.ca_file.as_deref(),
     )?);
-    let reservations = services::reservation::Reservations {
+    let reservations = application::reservations::Reservations {
         executor: executor.clone(),
         payments: gateway.clone(),
     };
-    let paymethods = services::paymethod::Paymethods {
+    let paymethods = application::paymethods::Paymethods {
         executor: executor.clone(),
         payments: gateway,
     };
-    let messages = services::message::Messages {
+    let messages = application::messages::Messages {
         executor: executor.clone(),
     };
-    let customers = services::customer::Customers { executor };
+    let customers = application::customers::Customers { executor };
+    let limited = MAX_MESSAGE_BYTES;
     Ok(services
-        .add(
-            ReservationServiceServer::new(reservations)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        .with(
+            ReservationServiceServer::new(grpc::reservations::ReservationsOverGrpc(Arc::new(
+                reservations,
+            )))
+            .max_decoding_message_size(limited),
         )
-        .add(PaymethodServiceServer::new(paymethods).max_decoding_message_size(MAX_MESSAGE_BYTES))
-        .add(MessageServiceServer::new(messages).max_decoding_message_size(MAX_MESSAGE_BYTES))
-        .add(CustomerServiceServer::new(customers).max_decoding_message_size(MAX_MESSAGE_BYTES)))
+        .with(
+            PaymethodServiceServer::new(grpc::paymethods::PaymethodsOverGrpc(Arc::new(paymethods)))
+                .max_decoding_message_size(limited),
+        )
+        .with(
+            MessageServiceServer::new(grpc::messages::MessagesOverGrpc(Arc::new(messages)))
+                .max_decoding_message_size(limited),
+        )
+        .with(
+            CustomerServiceServer::new(grpc::customers::CustomersOverGrpc(Arc::new(customers)))
+                .max_decoding_message_size(limited),
+        ))
 }
 
 /// Serves the command side's services on `listener` until `shutdown` completes (see

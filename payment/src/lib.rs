@@ -1,15 +1,16 @@
 //! The payment service of Cleaning Service Park (`cleaning.v1.PaymentService`): asks the
 //! payment provider (simulated, [`provider`]), records its answer in the payment's stream,
-//! refunds, and checks payment methods. It runs on its own (the `payment` binary, its own
+//! refunds, and checks payment methods ([`application`]; [`grpc`] is its transport). It runs on its own (the `payment` binary, its own
 //! deployment): the reservation side calls it over the network, behind a deadline and a circuit
 //! breaker, because it can be slow or down on its own. Park serves it in its one process.
 
 // `tonic::Status` is the error type of every handler; boxing it would only add noise.
 #![allow(clippy::result_large_err)]
 
+pub mod application;
 pub mod config;
+pub mod grpc;
 pub mod provider;
-pub mod service;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -34,12 +35,12 @@ pub fn services(config: &Config, services: Services) -> anyhow::Result<Services>
         ),
         retries: config.server.concurrency_retries,
     });
-    let payments = service::Payments {
+    let payments = application::Payments {
         executor,
         provider: Arc::new(Provider::new(config.provider.clone())),
     };
-    Ok(services
-        .add(PaymentServiceServer::new(payments).max_decoding_message_size(MAX_MESSAGE_BYTES)))
+    let server = PaymentServiceServer::new(grpc::PaymentsOverGrpc(Arc::new(payments)));
+    Ok(services.with(server.max_decoding_message_size(MAX_MESSAGE_BYTES)))
 }
 
 /// Serves the payment service alone on `listener` until `shutdown` completes.
