@@ -72,7 +72,7 @@ pub fn run(options: Options, runs: usize) -> anyhow::Result<()> {
             let started = Instant::now();
             let applied = std::sync::atomic::AtomicU64::new(0);
             projector
-                .catch_up(&|_, events| {
+                .catch_up(&projector::ReadModel::ALL, &|_, events| {
                     applied.fetch_add(events, std::sync::atomic::Ordering::Relaxed);
                 })
                 .await?;
@@ -291,8 +291,9 @@ async fn lag(
     // Poll the checkpoint as fast as PostgreSQL answers, matching acknowledged commands.
     let client = pool.get().await?;
     let statement = client
-        .prepare("SELECT commit_position FROM checkpoints WHERE projection = 'dashboard'")
+        .prepare(read_models::models::APPLIED_POSITION)
         .await?;
+    let models = read_models::models::names();
     let mut waiting: Vec<(u64, Instant)> = Vec::new();
     let mut lags = Vec::new();
     loop {
@@ -300,7 +301,7 @@ async fn lag(
             waiting.push(sent);
         }
         let checkpoint = client
-            .query_opt(&statement, &[])
+            .query_opt(&statement, &[&models])
             .await?
             .map_or(0, |r| r.get::<_, i64>(0) as u64);
         let now = Instant::now();

@@ -264,8 +264,8 @@ async fn settle(
     let mut moved = Instant::now();
     loop {
         let log = checks::read_log(events).await?;
-        let live_at = checkpoint(&live, projector::DASHBOARD).await;
-        let fresh_at = checkpoint(&fresh, projector::DASHBOARD).await;
+        let live_at = checkpoint(&live).await;
+        let fresh_at = checkpoint(&fresh).await;
         let sagas_done = checks::payments(&log)
             .iter()
             .chain(std::iter::once(&checks::notifications(&log)))
@@ -294,12 +294,13 @@ async fn settle(
     }
 }
 
-async fn checkpoint(pool: &deadpool_postgres::Pool, name: &str) -> Option<i64> {
+/// Where every read model stands (the one furthest back), 0 until each has applied something.
+async fn checkpoint(pool: &deadpool_postgres::Pool) -> Option<i64> {
     let client = pool.get().await.ok()?;
     client
         .query_opt(
-            "SELECT commit_position FROM checkpoints WHERE projection = $1",
-            &[&name],
+            read_models::models::APPLIED_POSITION,
+            &[&read_models::models::names()],
         )
         .await
         .ok()?
@@ -310,7 +311,7 @@ async fn checkpoint(pool: &deadpool_postgres::Pool, name: &str) -> Option<i64> {
 async fn dump(pool: &deadpool_postgres::Pool) -> anyhow::Result<Vec<String>> {
     let client = pool.get().await?;
     let mut rows = Vec::new();
-    for table in projector::rebuild::READ_MODEL_TABLES {
+    for table in projector::rebuild::all_tables() {
         let query =
             format!("SELECT '{table} ' || row_to_json(t)::text AS row FROM {table} t ORDER BY row");
         for row in client.query(&query, &[]).await? {

@@ -14,7 +14,7 @@ use domain::reservation::{CleaningRequested, ReservationEvent};
 use domain::{Money, Personal};
 use events::{Event, KeyStore, Metadata};
 use kurrentdb::{AppendToStreamOptions, EventData, StreamState};
-use projector::rebuild::READ_MODEL_TABLES;
+use projector::rebuild::all_tables;
 use projector::{BatchSettings, Projector};
 
 mod common;
@@ -165,14 +165,17 @@ async fn both_versions_of_an_event_are_read_alike_by_every_part() {
     let fresh_pool = testkit::fresh_database().await;
     let fresh = projector(&running, &fresh_pool);
     let head = live.checkpoint().await.unwrap().unwrap();
-    tokio::time::timeout(Duration::from_secs(60), fresh.catch_up(&|_, _| {}))
-        .await
-        .expect("caught up")
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        fresh.catch_up(&projector::ReadModel::ALL, &|_, _| {}),
+    )
+    .await
+    .expect("caught up")
+    .unwrap();
     assert!(fresh.checkpoint().await.unwrap().unwrap() >= head);
     assert_eq!(
-        testkit::dump(&fresh_pool, &READ_MODEL_TABLES).await,
-        testkit::dump(&pool, &READ_MODEL_TABLES).await
+        testkit::dump(&fresh_pool, &all_tables()).await,
+        testkit::dump(&pool, &all_tables()).await
     );
 
     live_task.abort();

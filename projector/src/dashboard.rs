@@ -1,4 +1,6 @@
-//! The dashboard read model: what each event changes in the `dashboard` and `payments` tables.
+//! The dashboard read model: what each event changes in the `dashboard`, `payments` and
+//! `paymethods` tables (the payment methods on file, masked numbers only) and the summary's
+//! counters.
 //! Every statement is idempotent for a given event, and rows remember the last position applied,
 //! so replaying a batch after a crash changes nothing twice.
 
@@ -21,7 +23,14 @@ pub struct Applied<'a> {
     pub metadata: Option<&'a events::Metadata>,
 }
 
-pub fn apply(out: &mut Statements, applied: &Applied<'_>) {
+/// What a batch's events change, in log order.
+pub fn apply_all(out: &mut Statements, events: &[Applied<'_>]) {
+    for applied in events {
+        apply(out, applied);
+    }
+}
+
+fn apply(out: &mut Statements, applied: &Applied<'_>) {
     let (p, at) = (applied.position, applied.created);
     match applied.event {
         Event::Reservation(ReservationEvent::CleaningRequested(r)) => {
@@ -189,14 +198,36 @@ pub fn apply(out: &mut Statements, applied: &Applied<'_>) {
                  WHERE customer_id = $1",
                 params![customer_id.uuid(), p],
             );
+            out.push(
+                "UPDATE paymethods SET customer_name = NULL, personal_erased = true
+                 WHERE customer_id = $1",
+                params![customer_id.uuid()],
+            );
+        }
+        Event::Paymethod(PaymethodEvent::PaymethodRegistered {
+            paymethod_id,
+            customer_id,
+            customer_name,
+            kind,
+            masked_number,
+        }) => {
+            out.push(
+                "INSERT INTO paymethods (paymethod_id, customer_id, customer_name, personal_erased,
+                     kind, masked_number, registered_at, updated_at, registered_position, last_position)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $8)
+                 ON CONFLICT (paymethod_id) DO NOTHING",
+                params![paymethod_id.uuid(), customer_id.uuid(), customer_name.expose().cloned(), customer_name.is_erased(), kind.as_str(), masked_number.as_str().to_string(), at, p],
+            );
         }
         Event::Paymethod(PaymethodEvent::PaymethodChanged {
-            paymethod_id, kind, ..
+            paymethod_id,
+            kind,
+            masked_number,
         }) => {
             // The customer's open reservations paid with the method's kind so far are charged and
             // refunded through it from now on: they show its new kind. This runs before the
-            // `paymethods` row takes the change (messages.rs), so that row still holds the old
-            // kind, and its position guards a replayed batch.
+            // `paymethods` row takes the change, so that row still holds the old kind, and its
+            // position guards a replayed batch.
             out.push(
                 "UPDATE dashboard d SET payment_kind = $2, updated_at = $3, last_position = $4
                  FROM paymethods m
@@ -212,8 +243,12 @@ pub fn apply(out: &mut Statements, applied: &Applied<'_>) {
                     ReservationStatus::CleaningStarted.as_str()
                 ],
             );
+            out.push(
+                "UPDATE paymethods SET kind = $2, masked_number = $3, updated_at = $4, last_position = $5
+                 WHERE paymethod_id = $1 AND last_position < $5",
+                params![paymethod_id.uuid(), kind.as_str(), masked_number.as_str().to_string(), at, p],
+            );
         }
-        Event::Paymethod(PaymethodEvent::PaymethodRegistered { .. }) => {}
     }
 }
 

@@ -31,8 +31,7 @@ use tracing::Instrument;
 
 pub use read_models::DbError;
 
-/// The name the dashboard's checkpoint is kept under.
-pub const DASHBOARD: &str = "dashboard";
+pub use read_models::ReadModel;
 
 /// What to do with an event that cannot be applied. Either way it is recorded in
 /// `poison_events`, logged and counted (`projector_poison_events_total`).
@@ -139,16 +138,40 @@ pub struct Projector<K> {
 }
 
 impl<K: KeyStore> Projector<K> {
-    /// The position the dashboard has applied, if any.
+    /// The position every read model has applied, if each has applied something.
     pub async fn checkpoint(&self) -> Result<Option<u64>, ProjectorError> {
+        let checkpoints = self.checkpoints(&ReadModel::ALL).await?;
+        Ok(checkpoints.iter().map(|(_, at)| *at).min().flatten())
+    }
+
+    /// The position `model` has applied, if any.
+    pub async fn checkpoint_of(&self, model: ReadModel) -> Result<Option<u64>, ProjectorError> {
+        Ok(self.checkpoints(&[model]).await?[0].1)
+    }
+
+    /// Where each of `models` stands.
+    async fn checkpoints(
+        &self,
+        models: &[ReadModel],
+    ) -> Result<Vec<(ReadModel, Option<u64>)>, ProjectorError> {
         let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                "SELECT commit_position FROM checkpoints WHERE projection = $1",
-                &[&DASHBOARD],
+        let names: Vec<&str> = models.iter().map(|m| m.name()).collect();
+        let rows = client
+            .query(
+                "SELECT projection, commit_position FROM checkpoints WHERE projection = ANY($1)",
+                &[&names],
             )
             .await?;
-        Ok(row.map(|r| r.get::<_, i64>(0) as u64))
+        Ok(models
+            .iter()
+            .map(|model| {
+                let at = rows
+                    .iter()
+                    .find(|r| r.get::<_, &str>(0) == model.name())
+                    .map(|r| r.get::<_, i64>(1) as u64);
+                (*model, at)
+            })
+            .collect())
     }
 
     /// Projects until `shutdown` completes (after the batch in hand) or a failure stops it.
@@ -161,31 +184,36 @@ impl<K: KeyStore> Projector<K> {
             lock = self.become_the_active_one() => lock?,
         };
         let head = tokio::spawn(watch_head(self.client.clone()));
-        let result = self.project(Mode::Live, shutdown, &|_, _| {}).await;
+        let result = self
+            .project(Mode::Live, &ReadModel::ALL, shutdown, &|_, _| {})
+            .await;
         head.abort();
         result
     }
 
-    /// Projects from the checkpoint until the head of the log as it is when the subscription
-    /// gets there, then returns; `progress` hears each batch's last position and size. For
-    /// rebuilds: it
-    /// neither waits for the projector lock nor takes the switch lock.
+    /// Projects `models` from their checkpoints until the head of the log as it is when the
+    /// subscription gets there, then returns; `progress` hears each batch's last position and
+    /// size. For rebuilds: it neither waits for the projector lock nor takes the switch lock.
     pub async fn catch_up(
         &self,
+        models: &[ReadModel],
         progress: &(dyn Fn(u64, u64) + Sync),
     ) -> Result<(), ProjectorError> {
-        self.project(Mode::CatchUp, std::future::pending(), progress)
+        self.project(Mode::CatchUp, models, std::future::pending(), progress)
             .await
     }
 
     async fn project(
         &self,
         mode: Mode,
+        models: &[ReadModel],
         shutdown: impl Future<Output = ()>,
         progress: &(dyn Fn(u64, u64) + Sync),
     ) -> Result<(), ProjectorError> {
         tokio::pin!(shutdown);
-        let start = match self.checkpoint().await? {
+        // Each model applies only what it has not yet; reading starts at the one furthest back.
+        let mut applied_to = self.checkpoints(models).await?;
+        let start = match applied_to.iter().map(|(_, at)| *at).min().flatten() {
             Some(p) => StreamPosition::Position(Position {
                 commit: p,
                 prepare: p,
@@ -217,7 +245,7 @@ impl<K: KeyStore> Projector<K> {
                 }
             }
             let caught_up = matches!(batch.last(), Some(Delivery::CaughtUp));
-            match self.apply(batch, mode).await {
+            match self.apply(batch, mode, &mut applied_to).await {
                 Ok(Some((last, events))) => progress(last, events),
                 Ok(None) => {}
                 Err(e) => break Err(e),
@@ -248,11 +276,13 @@ impl<K: KeyStore> Projector<K> {
         Ok(connection)
     }
 
-    /// One transaction: the batch's rows, any poison it met, and its checkpoint.
+    /// One transaction: each read model's rows for the events it has not applied yet, any
+    /// poison the batch met, and each model's checkpoint.
     async fn apply(
         &self,
         batch: Vec<Delivery>,
         mode: Mode,
+        applied_to: &mut [(ReadModel, Option<u64>)],
     ) -> Result<Option<(u64, u64)>, ProjectorError> {
         let mut out = Statements::default();
         if mode == Mode::Live {
@@ -268,6 +298,8 @@ impl<K: KeyStore> Projector<K> {
                 vec![],
             );
         }
+        let behind =
+            |model_at: &Option<u64>, position: u64| model_at.is_none_or(|at| at < position);
         // Traced live: the batch, and each event's share of it in the trace that wrote it.
         let batch_span = match mode {
             Mode::Live => tracing::info_span!(
@@ -280,25 +312,16 @@ impl<K: KeyStore> Projector<K> {
             Mode::CatchUp => tracing::Span::none(),
         };
         let mut event_spans = Vec::new();
+        let mut received = Vec::new();
         let mut last = None;
         let mut failure = None;
-        let mut applied_events = 0u64;
         let mut newest: Option<DateTime<Utc>> = None;
-        let mut timeline_rows = timeline::TimelineRows::default();
         // The dashboard rows this batch changes; `None` once one change names no row.
         let mut touched: Option<Vec<uuid::Uuid>> = Some(Vec::new());
         for delivery in batch {
             match delivery {
-                Delivery::Event(received) => {
-                    let applied = dashboard::Applied {
-                        event: &received.event,
-                        stream: &received.stream,
-                        position: received.position as i64,
-                        created: received.created,
-                        metadata: received.metadata.as_ref(),
-                    };
-                    dashboard::apply(&mut out, &applied);
-                    match dashboard::touches(&received.event) {
+                Delivery::Event(event) => {
+                    match dashboard::touches(&event.event) {
                         dashboard::Touches::Nothing => {}
                         dashboard::Touches::Reservation(id) => {
                             if let Some(ids) = touched.as_mut() {
@@ -309,14 +332,12 @@ impl<K: KeyStore> Projector<K> {
                         }
                         dashboard::Touches::Many => touched = None,
                     }
-                    messages::apply(&mut out, &applied);
-                    timeline::apply(&mut timeline_rows, &applied);
                     if mode == Mode::Live {
-                        event_spans.extend(event_span(&received, &batch_span));
+                        event_spans.extend(event_span(&event, &batch_span));
                     }
-                    last = Some(received.position);
-                    newest = Some(received.created);
-                    applied_events += 1;
+                    last = Some(event.position);
+                    newest = Some(event.created);
+                    received.push(event);
                 }
                 Delivery::Poison(poison) => {
                     let parked = self.on_poison == OnPoison::Park;
@@ -329,11 +350,17 @@ impl<K: KeyStore> Projector<K> {
                         "cannot apply an event"
                     );
                     metrics::counter!("projector_poison_events_total").increment(1);
+                    // Recorded once, naming the read models it is missing from.
+                    let missing: Vec<&str> = applied_to
+                        .iter()
+                        .filter(|(_, at)| behind(at, poison.position))
+                        .map(|(model, _)| model.name())
+                        .collect();
                     out.push(
                         "INSERT INTO poison_events (projection, position, stream, event_type, error, parked)
                          VALUES ($1, $2, $3, $4, $5, $6)
                          ON CONFLICT (projection, position) DO UPDATE SET error = excluded.error, parked = excluded.parked",
-                        params![DASHBOARD, poison.position as i64, poison.stream, poison.event_type, poison.reason.clone(), parked],
+                        params![missing.join(","), poison.position as i64, poison.stream, poison.event_type, poison.reason.clone(), parked],
                     );
                     if !parked {
                         failure = Some(ProjectorError::Poison {
@@ -351,14 +378,32 @@ impl<K: KeyStore> Projector<K> {
                 Delivery::CaughtUp => {}
             }
         }
-        timeline_rows.write(&mut out);
+        let applied: Vec<dashboard::Applied<'_>> = received
+            .iter()
+            .map(|r| dashboard::Applied {
+                event: &r.event,
+                stream: &r.stream,
+                position: r.position as i64,
+                created: r.created,
+                metadata: r.metadata.as_ref(),
+            })
+            .collect();
+        for (model, at) in applied_to.iter() {
+            let from = applied.partition_point(|a| !behind(at, a.position as u64));
+            apply_all(*model)(&mut out, &applied[from..]);
+        }
+        let applied_events = applied.len() as u64;
         if let Some(position) = last {
-            out.push(
-                "INSERT INTO checkpoints (projection, commit_position) VALUES ($1, $2)
-                 ON CONFLICT (projection) DO UPDATE SET commit_position = excluded.commit_position
-                 WHERE checkpoints.commit_position < excluded.commit_position",
-                params![DASHBOARD, position as i64],
-            );
+            for (model, at) in applied_to.iter() {
+                if behind(at, position) {
+                    out.push(
+                        "INSERT INTO checkpoints (projection, commit_position) VALUES ($1, $2)
+                         ON CONFLICT (projection) DO UPDATE SET commit_position = excluded.commit_position
+                         WHERE checkpoints.commit_position < excluded.commit_position",
+                        params![model.name(), position as i64],
+                    );
+                }
+            }
             if mode == Mode::Live {
                 // Open pages hear of it when, and only if, this transaction commits.
                 let notice = read_models::changes::Changed::new(position as i64, touched);
@@ -387,6 +432,9 @@ impl<K: KeyStore> Projector<K> {
         // The events' spans end with the commit that made their rows visible.
         drop(event_spans);
         if let Some(position) = last {
+            for (_, at) in applied_to.iter_mut() {
+                *at = Some(at.map_or(position, |at| at.max(position)));
+            }
             metrics::gauge!("projector_applied_position").set(position as f64);
             if let Some(created) = newest {
                 // How old the newest event of the batch was when it landed in the read models.
@@ -400,6 +448,17 @@ impl<K: KeyStore> Projector<K> {
             Some(e) => Err(e),
             None => Ok(last.map(|position| (position, applied_events))),
         }
+    }
+}
+
+/// What each read model makes of a batch's events (those it has not applied yet), in log
+/// order. A new read model is a module with its `apply_all`, a [`ReadModel`] variant (its name
+/// and tables) and its line here: the compiler finds a forgotten one.
+fn apply_all(model: ReadModel) -> fn(&mut Statements, &[dashboard::Applied<'_>]) {
+    match model {
+        ReadModel::Dashboard => dashboard::apply_all,
+        ReadModel::Messages => messages::apply_all,
+        ReadModel::Timeline => timeline::apply_all,
     }
 }
 

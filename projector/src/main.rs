@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use projector::{BatchSettings, OnPoison, Projector};
+use projector::{BatchSettings, OnPoison, Projector, ReadModel};
 
 fn setting<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T>
 where
@@ -40,10 +40,27 @@ enum Command {
     Run,
     /// Rebuilds a projection's tables from the whole log, then switches over atomically.
     Rebuild {
-        /// The projection: `dashboard` (every read-model table; `all` says the same).
-        #[arg(value_parser = ["dashboard", "all"])]
-        projection: String,
+        /// The read model to rebuild (dashboard, messages, timeline), or all of them.
+        #[arg(value_parser = rebuilt_models)]
+        projection: Models,
     },
+}
+
+/// The read models a rebuild replaces.
+#[derive(Clone)]
+struct Models(Vec<ReadModel>);
+
+/// `all`, or one read model by its name.
+fn rebuilt_models(name: &str) -> Result<Models, String> {
+    match name {
+        "all" => Ok(Models(ReadModel::ALL.to_vec())),
+        name => ReadModel::from_name(name)
+            .map(|m| Models(vec![m]))
+            .ok_or_else(|| {
+                let names: Vec<&str> = ReadModel::ALL.iter().map(|m| m.name()).collect();
+                format!("{name:?} is none of {}, all", names.join(", "))
+            }),
+    }
 }
 
 #[tokio::main]
@@ -73,8 +90,17 @@ async fn main() -> anyhow::Result<()> {
         .context("cannot reach the key store")?;
     let keys = Arc::new(keys);
     let on_poison = setting("ON_POISON", OnPoison::Stop)?;
-    if let Some(Command::Rebuild { .. }) = args.command {
-        return rebuild(client, pool, database, keys, batches, on_poison).await;
+    if let Some(Command::Rebuild { projection }) = args.command {
+        return rebuild(
+            &projection.0,
+            client,
+            pool,
+            database,
+            keys,
+            batches,
+            on_poison,
+        )
+        .await;
     }
     let projector = Projector {
         client,
@@ -115,6 +141,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// `projector rebuild`: the rebuild with a progress bar (positions of the log, events/s, ETA).
 async fn rebuild(
+    models: &[ReadModel],
     client: kurrentdb::Client,
     pool: deadpool_postgres::Pool,
     database: tokio_postgres::Config,
@@ -141,13 +168,19 @@ async fn rebuild(
         bar.set_position(position);
         bar.set_message(format!("{total} events, {rate:.0} events/s"));
     };
-    let rebuilt =
-        projector::rebuild::rebuild(client, pool, database, keys, batches, on_poison, &progress)
-            .await?;
+    let rebuilt = projector::rebuild::rebuild(
+        models, client, pool, database, keys, batches, on_poison, &progress,
+    )
+    .await?;
     bar.finish();
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "Rebuilt: {} events in {seconds:.1} s ({:.0} events/s); the read models now stand at log position {}.",
+        "Rebuilt {}: {} events in {seconds:.1} s ({:.0} events/s); now at log position {}.",
+        models
+            .iter()
+            .map(|m| m.name())
+            .collect::<Vec<_>>()
+            .join(", "),
         rebuilt.events,
         rebuilt.events as f64 / seconds.max(0.001),
         rebuilt.position

@@ -1,13 +1,15 @@
-//! Rebuilding the read models from the whole log, beside the live ones, then switching over in
-//! one transaction, so that queries never see a half-built model.
+//! Rebuilding read models from the whole log, beside the live ones, then switching over in
+//! one transaction, so that queries never see a half-built model. One model or all of them.
 //!
 //! 1. A schema of its own (`rebuild_<time>`) gets the read-model tables (the same migrations)
-//!    and a projector fills them from the start of the log, while the live projector goes on.
+//!    and a projector fills the rebuilt models' from the start of the log, while the live
+//!    projector goes on.
 //! 2. The switch: one transaction takes the switch lock exclusively (the live projector's next
 //!    batch waits for it), lets the rebuild catch up with the very head of the log, moves the
-//!    live tables out to `retired_<time>` and the rebuilt ones into `public`, and sets the
-//!    checkpoint to the rebuild's. The live projector then goes on into the new tables;
-//!    anything it re-applies is idempotent.
+//!    rebuilt models' live tables out to `retired_<time>` and the rebuilt ones into `public`,
+//!    and sets those models' checkpoints to the rebuild's. The live projector then goes on
+//!    into the new tables (reading its checkpoints afresh on its next start; until then what
+//!    it re-applies is idempotent).
 //! 3. The retired tables and the rebuild schema are dropped.
 
 use std::sync::Arc;
@@ -15,19 +17,17 @@ use std::sync::Arc;
 use deadpool_postgres::Pool;
 use events::KeyStore;
 
-use crate::{BatchSettings, OnPoison, Projector, ProjectorError, DASHBOARD};
+use crate::{BatchSettings, OnPoison, Projector, ProjectorError, ReadModel};
 
-/// The tables the projector maintains. Policy state and checkpoints stay where they are.
-pub const READ_MODEL_TABLES: [&str; 8] = [
-    "dashboard",
-    "reservations_by_status",
-    "payments",
-    "payments_by_day",
-    "timeline",
-    "messages",
-    "paymethods",
-    "poison_events",
-];
+/// The projector's own table besides the read models': replaced when every model is rebuilt.
+/// Policy state and checkpoints stay where they are.
+pub const POISON_EVENTS: &str = "poison_events";
+
+/// Every table the projector writes.
+pub fn all_tables() -> Vec<&'static str> {
+    let models = ReadModel::ALL.iter().flat_map(|m| m.tables()).copied();
+    models.chain([POISON_EVENTS]).collect()
+}
 
 /// How a rebuild went.
 #[derive(Debug)]
@@ -38,8 +38,10 @@ pub struct Rebuilt {
     pub events: u64,
 }
 
-/// Rebuilds every read model. `progress` hears each batch's last position and size.
+/// Rebuilds `models`. `progress` hears each batch's last position and size.
+#[allow(clippy::too_many_arguments)]
 pub async fn rebuild<K: KeyStore>(
+    models: &[ReadModel],
     client: kurrentdb::Client,
     pool: Pool,
     database: tokio_postgres::Config,
@@ -73,7 +75,7 @@ pub async fn rebuild<K: KeyStore>(
         applied.fetch_add(events, std::sync::atomic::Ordering::Relaxed);
         progress(position, events);
     };
-    projector.catch_up(&counting).await?;
+    projector.catch_up(models, &counting).await?;
 
     // The switch, in one transaction.
     let mut client = pool.get().await?;
@@ -83,21 +85,29 @@ pub async fn rebuild<K: KeyStore>(
         &[],
     )
     .await?;
-    projector.catch_up(&counting).await?;
-    let position = projector.checkpoint().await?.unwrap_or(0);
+    projector.catch_up(models, &counting).await?;
+    let mut tables: Vec<&str> = models.iter().flat_map(|m| m.tables()).copied().collect();
+    if models.len() == ReadModel::ALL.len() {
+        tables.push(POISON_EVENTS);
+    }
     let mut moves = format!("CREATE SCHEMA {retired};");
-    for table in READ_MODEL_TABLES {
+    for table in tables {
         moves.push_str(&format!(
             "ALTER TABLE public.{table} SET SCHEMA {retired}; ALTER TABLE {schema}.{table} SET SCHEMA public;"
         ));
     }
     tx.batch_execute(&moves).await?;
-    tx.execute(
-        "INSERT INTO public.checkpoints (projection, commit_position) VALUES ($1, $2)
-         ON CONFLICT (projection) DO UPDATE SET commit_position = excluded.commit_position",
-        &[&DASHBOARD, &(position as i64)],
-    )
-    .await?;
+    let mut position = 0;
+    for model in models {
+        let at = projector.checkpoint_of(*model).await?.unwrap_or(0);
+        position = position.max(at);
+        tx.execute(
+            "INSERT INTO public.checkpoints (projection, commit_position) VALUES ($1, $2)
+             ON CONFLICT (projection) DO UPDATE SET commit_position = excluded.commit_position",
+            &[&model.name(), &(at as i64)],
+        )
+        .await?;
+    }
     tx.commit().await?;
     drop(rebuild_pool);
     client

@@ -79,10 +79,9 @@ fn entry(event: &Event) -> Option<(ReservationId, String)> {
     })
 }
 
-/// A batch's timeline entries, written by one statement at the end of the batch (the table is
-/// independent of the others, so its rows need not interleave with theirs).
+/// A batch's timeline entries, written by one statement.
 #[derive(Default)]
-pub struct TimelineRows {
+struct TimelineRows {
     reservation_ids: Vec<uuid::Uuid>,
     positions: Vec<i64>,
     event_types: Vec<&'static str>,
@@ -95,7 +94,16 @@ pub struct TimelineRows {
     summaries: Vec<String>,
 }
 
-pub fn apply(rows: &mut TimelineRows, applied: &Applied<'_>) {
+/// What a batch's events add: one statement for them all.
+pub fn apply_all(out: &mut Statements, events: &[Applied<'_>]) {
+    let mut rows = TimelineRows::default();
+    for applied in events {
+        apply(&mut rows, applied);
+    }
+    rows.write(out);
+}
+
+fn apply(rows: &mut TimelineRows, applied: &Applied<'_>) {
     let Some((reservation_id, summary)) = entry(applied.event) else {
         return;
     };
@@ -116,7 +124,7 @@ pub fn apply(rows: &mut TimelineRows, applied: &Applied<'_>) {
 
 impl TimelineRows {
     /// The one statement that writes them all.
-    pub fn write(self, out: &mut Statements) {
+    fn write(self, out: &mut Statements) {
         if self.positions.is_empty() {
             return;
         }

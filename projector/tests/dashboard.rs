@@ -306,7 +306,7 @@ async fn a_changed_payment_method_reaches_the_open_reservations_payment_kind() {
 }
 
 async fn dump(pool: &Pool) -> Vec<String> {
-    testkit::dump(pool, &projector::rebuild::READ_MODEL_TABLES).await
+    testkit::dump(pool, &projector::rebuild::all_tables()).await
 }
 
 /// A projector stopped at arbitrary moments and restarted ends with exactly the tables of one

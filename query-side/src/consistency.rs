@@ -7,6 +7,8 @@ use std::time::Duration;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
 
+use read_models::ReadModel;
+
 use crate::params::Params;
 use crate::{AppState, Problem};
 
@@ -29,9 +31,11 @@ impl Consistency {
     }
 }
 
-/// Waits (bounded) until the projector's checkpoint has passed the position asked for.
+/// Waits (bounded) until `model`, the read model the query reads, has applied the position
+/// asked for.
 pub async fn wait_for(
     state: &AppState,
+    model: ReadModel,
     headers: &HeaderMap,
     params: &Params,
 ) -> Result<Consistency, Problem> {
@@ -55,7 +59,7 @@ pub async fn wait_for(
     }
     let deadline = tokio::time::Instant::now() + state.max_wait;
     loop {
-        let current = read_position(state).await?;
+        let current = read_position(state, model).await?;
         if current >= wanted {
             return Ok(Consistency(Some((true, current))));
         }
@@ -66,12 +70,12 @@ pub async fn wait_for(
     }
 }
 
-/// The log position the read models have applied (0 before the first batch).
-pub async fn read_position(state: &AppState) -> Result<i64, Problem> {
+/// The log position `model` has applied (0 before its first batch).
+pub async fn read_position(state: &AppState, model: ReadModel) -> Result<i64, Problem> {
     Ok(crate::fetch(
         &state.pool,
-        "SELECT commit_position FROM checkpoints WHERE projection = 'dashboard'",
-        &[],
+        "SELECT commit_position FROM checkpoints WHERE projection = $1",
+        &[&model.name()],
     )
     .await?
     .first()

@@ -7,6 +7,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, NaiveDate, Utc};
+use read_models::ReadModel;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -104,10 +105,10 @@ pub async fn list(
     let status = params.one_of("status", &STATUSES)?;
     let asked = params.uuid("customer_id")?;
     let after = params.after()?;
-    let consistency = wait_for(&state, &headers, &params).await?;
+    let consistency = wait_for(&state, ReadModel::Dashboard, &headers, &params).await?;
     // Read before the rows: the page follows the changes from here (`/dashboard/changes`
     // with this as `Last-Event-ID`), and sees every change the rows may have missed.
-    let stands_at = read_position(&state).await?;
+    let stands_at = read_position(&state, ReadModel::Dashboard).await?;
     // A customer sees only their own; asking for anyone else's finds nothing.
     let Some(customer) = customer_filter(&grant, asked) else {
         let response = Json(Page::<DashboardEntry>::empty()).into_response();
@@ -170,7 +171,14 @@ pub async fn one(
     RawQuery(query): RawQuery,
 ) -> Result<Response, Problem> {
     let only = grant(&principal, Action::ReadDashboard)?.customer_filter();
-    let (id, consistency) = one_reservation(&state, &headers, &reservation_id, query).await?;
+    let (id, consistency) = one_reservation(
+        &state,
+        ReadModel::Dashboard,
+        &headers,
+        &reservation_id,
+        query,
+    )
+    .await?;
     // Someone else's reservation is answered as one that does not exist.
     let rows = fetch(
         &state.pool,
@@ -191,13 +199,14 @@ pub async fn one(
 /// wait (the only parameter these reads take).
 async fn one_reservation(
     state: &AppState,
+    model: ReadModel,
     headers: &HeaderMap,
     reservation_id: &str,
     query: Option<String>,
 ) -> Result<(Uuid, Consistency), Problem> {
     let id = id_from_path("reservation_id", reservation_id)?;
     let params = Params::parse(query.as_deref(), &["min_position"])?;
-    Ok((id, wait_for(state, headers, &params).await?))
+    Ok((id, wait_for(state, model, headers, &params).await?))
 }
 
 /// One event of a reservation's history.
@@ -251,7 +260,14 @@ pub async fn timeline(
     RawQuery(query): RawQuery,
 ) -> Result<Response, Problem> {
     let only = grant(&principal, Action::ReadTimeline)?.customer_filter();
-    let (id, consistency) = one_reservation(&state, &headers, &reservation_id, query).await?;
+    let (id, consistency) = one_reservation(
+        &state,
+        ReadModel::Timeline,
+        &headers,
+        &reservation_id,
+        query,
+    )
+    .await?;
     let rows = fetch(
         &state.pool,
         "SELECT position, event_type, stream, occurred_at, correlation_id, causation_id, summary,

@@ -15,6 +15,7 @@ use crate::auth::{customer_filter, grant};
 use crate::consistency::wait_for;
 use crate::params::Params;
 use crate::{fetch, AppState, Page, Problem};
+use read_models::ReadModel;
 
 /// A message sent to a customer. Recipient and text are `null` only when erased.
 #[derive(Debug, Serialize, Deserialize, PartialEq, ToSchema)]
@@ -65,7 +66,7 @@ pub async fn messages(
     )?;
     let (asked, reservation) = (params.uuid("customer_id")?, params.uuid("reservation_id")?);
     let (limit, after) = (params.limit()?, params.after()?);
-    let consistency = wait_for(&state, &headers, &params).await?;
+    let consistency = wait_for(&state, ReadModel::Messages, &headers, &params).await?;
     let Some(customer) = customer_filter(&grant, asked) else {
         return Ok(consistency.apply(Json(Page::<Message>::empty()).into_response()));
     };
@@ -142,7 +143,7 @@ pub async fn paymethods(
     )?;
     let asked = params.uuid("customer_id")?;
     let (limit, after) = (params.limit()?, params.after()?);
-    let consistency = wait_for(&state, &headers, &params).await?;
+    let consistency = wait_for(&state, ReadModel::Dashboard, &headers, &params).await?;
     let Some(customer) = customer_filter(&grant, asked) else {
         return Ok(consistency.apply(Json(Page::<Paymethod>::empty()).into_response()));
     };
@@ -231,7 +232,7 @@ pub async fn payments(
     let status = params.one_of("status", &PAYMENT_STATUSES)?;
     let (asked, reservation) = (params.uuid("customer_id")?, params.uuid("reservation_id")?);
     let (limit, after) = (params.limit()?, params.after()?);
-    let consistency = wait_for(&state, &headers, &params).await?;
+    let consistency = wait_for(&state, ReadModel::Dashboard, &headers, &params).await?;
     let Some(customer) = customer_filter(&grant, asked) else {
         return Ok(consistency.apply(Json(Page::<Payment>::empty()).into_response()));
     };

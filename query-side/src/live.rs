@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::NaiveDate;
 use read_models::changes::Changed;
+use read_models::ReadModel;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, watch, Semaphore};
 use utoipa::ToSchema;
@@ -354,7 +355,7 @@ impl Stream {
             // Where the stream stands: everything changed up to here has been sent.
             let mut sent = match since {
                 Some(since) => self.send_changes(since, None).await?,
-                None => read_position(&self.state).await?,
+                None => read_position(&self.state, ReadModel::Dashboard).await?,
             };
             self.send_summary().await?;
             self.send_position(sent).await?;
@@ -424,7 +425,7 @@ impl Stream {
                 &self.state.pool,
                 &format!(
                     "SELECT c.commit_position, d.* FROM
-                         (SELECT commit_position FROM checkpoints WHERE projection = 'dashboard') c
+                         (SELECT commit_position FROM checkpoints WHERE projection = $7) c
                      LEFT JOIN LATERAL (
                          SELECT {COLUMNS}, last_position FROM dashboard
                          WHERE (last_position, reservation_id) > ($1, $2)
@@ -441,6 +442,7 @@ impl Stream {
                     &named,
                     &ROWS_PER_READ,
                     &until,
+                    &ReadModel::Dashboard.name(),
                 ],
             )
             .await

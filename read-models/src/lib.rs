@@ -5,7 +5,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 pub mod changes;
+pub mod models;
 mod tls;
+
+pub use models::ReadModel;
 
 mod embedded {
     refinery::embed_migrations!("migrations");

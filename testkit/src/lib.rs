@@ -129,6 +129,9 @@ impl Running {
         let address = listener.local_addr().expect("addr");
         let mut config = command_config(&issuer);
         config.server.event_store_url = event_store_url.clone();
+        // Tests run many systems at once on a few cores: a payment may take longer than the
+        // production deadline without anything being wrong (the deadline has tests of its own).
+        config.payment_timeout = std::time::Duration::from_secs(5);
         let (stop_commands, stopped) = oneshot::channel::<()>();
         tokio::spawn(serve_commands_and_payment(
             config,
