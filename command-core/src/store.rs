@@ -171,10 +171,13 @@ impl<K: KeyStore> EventStore<K> {
                 Err(e) => return Err(self.unavailable(e)),
             };
             let recorded = resolved.get_original_event();
-            let version = serde_json::from_slice::<Metadata>(&recorded.custom_metadata)
-                .map_or(events::SCHEMA_VERSION, |m| m.schema_version);
-            let event = events::decode(&recorded.event_type, version, &recorded.data, None)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let (event, _) = events::decode_stored(
+                &recorded.event_type,
+                &recorded.data,
+                &recorded.custom_metadata,
+                None,
+            )
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             if let Ok(event) = A::Event::try_from(event) {
                 loaded.state.apply(&event);
             }

@@ -280,6 +280,23 @@ pub fn sealing_key_id(event_type: &str, data: &[u8]) -> Option<String> {
         .map(|c| crate::sealing::key_id(CustomerId::from(c)))
 }
 
+/// Decodes a stored event as the event store hands it over: its type, its payload and its
+/// metadata, which says the payload's version (an event without readable metadata is taken
+/// as today's version, and comes back without metadata). The one way every reader (the command
+/// side's loads, the projector, the policies) reads the log.
+pub fn decode_stored(
+    event_type: &str,
+    data: &[u8],
+    metadata: &[u8],
+    key: Option<&CustomerKey>,
+) -> Result<(Event, Option<crate::Metadata>), CodecError> {
+    let metadata = serde_json::from_slice::<crate::Metadata>(metadata).ok();
+    let version = metadata
+        .as_ref()
+        .map_or(SCHEMA_VERSION, |m| m.schema_version);
+    Ok((decode(event_type, version, data, key)?, metadata))
+}
+
 /// Decodes a stored event. Personal fields whose key is missing (the customer was forgotten)
 /// come back erased; everything else is intact.
 pub fn decode(

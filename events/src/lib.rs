@@ -18,7 +18,9 @@ use domain::CustomerId;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub use codec::{decode, encode, sealing_key_id, CodecError, Encoded, SCHEMA_VERSION};
+pub use codec::{
+    decode, decode_stored, encode, sealing_key_id, CodecError, Encoded, SCHEMA_VERSION,
+};
 pub use sealing::{CustomerKey, InMemoryKeys, KeyError, KeyStore, NoKeys};
 pub use types::{EventType, EVENT_TYPES};
 

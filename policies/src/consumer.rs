@@ -126,12 +126,14 @@ pub async fn consume<P: Policy>(
         };
         let event = next.map_err(|e| PolicyError::EventStore(e.to_string()))?;
         let recorded = event.get_original_event();
-        let metadata = serde_json::from_slice::<Metadata>(&recorded.custom_metadata).ok();
-        let version = metadata
-            .as_ref()
-            .map_or(events::SCHEMA_VERSION, |m| m.schema_version);
         // Personal data is not needed to react, so nothing is unsealed here.
-        let decoded = match events::decode(&recorded.event_type, version, &recorded.data, None) {
+        let stored = events::decode_stored(
+            &recorded.event_type,
+            &recorded.data,
+            &recorded.custom_metadata,
+            None,
+        );
+        let (decoded, metadata) = match stored {
             Ok(decoded) => decoded,
             Err(e) => {
                 tracing::error!(

@@ -44,11 +44,13 @@ pub async fn read(
             Err(e) => return Err(PolicyError::EventStore(e.to_string())),
         };
         let recorded = next.get_original_event();
-        let metadata = serde_json::from_slice::<Metadata>(&recorded.custom_metadata).ok();
-        let version = metadata
-            .as_ref()
-            .map_or(events::SCHEMA_VERSION, |m| m.schema_version);
-        if let Ok(event) = events::decode(&recorded.event_type, version, &recorded.data, None) {
+        let stored = events::decode_stored(
+            &recorded.event_type,
+            &recorded.data,
+            &recorded.custom_metadata,
+            None,
+        );
+        if let Ok((event, metadata)) = stored {
             out.push(Stored {
                 event,
                 id: recorded.id,

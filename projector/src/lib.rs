@@ -556,37 +556,36 @@ async fn read<K: KeyStore>(
         };
         let recorded = event.get_original_event();
         let position = recorded.position.commit;
-        let metadata = serde_json::from_slice::<Metadata>(&recorded.custom_metadata).ok();
-        let version = metadata
-            .as_ref()
-            .map_or(events::SCHEMA_VERSION, |m| m.schema_version);
         let key = match events::sealing_key_id(&recorded.event_type, &recorded.data) {
             Some(id) => known_keys.get(&id, keys.as_ref()).await,
             None => None,
         };
-        let delivery =
-            match events::decode(&recorded.event_type, version, &recorded.data, key.as_ref()) {
-                Ok(event) => {
-                    if let Event::Customer(CustomerEvent::CustomerForgotten { customer_id }) =
-                        &event
-                    {
-                        known_keys.forgotten(*customer_id);
-                    }
-                    Delivery::Event(Received {
-                        event,
-                        stream: recorded.stream_id().to_string(),
-                        position,
-                        created: recorded.created,
-                        metadata,
-                    })
+        let decoded = events::decode_stored(
+            &recorded.event_type,
+            &recorded.data,
+            &recorded.custom_metadata,
+            key.as_ref(),
+        );
+        let delivery = match decoded {
+            Ok((event, metadata)) => {
+                if let Event::Customer(CustomerEvent::CustomerForgotten { customer_id }) = &event {
+                    known_keys.forgotten(*customer_id);
                 }
-                Err(e) => Delivery::Poison(Poison {
+                Delivery::Event(Received {
+                    event,
                     stream: recorded.stream_id().to_string(),
-                    event_type: recorded.event_type.clone(),
                     position,
-                    reason: e.to_string(),
-                }),
-            };
+                    created: recorded.created,
+                    metadata,
+                })
+            }
+            Err(e) => Delivery::Poison(Poison {
+                stream: recorded.stream_id().to_string(),
+                event_type: recorded.event_type.clone(),
+                position,
+                reason: e.to_string(),
+            }),
+        };
         if tx.send(delivery).await.is_err() {
             return Ok(());
         }
