@@ -209,7 +209,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, tonic::Status>>,
 {
-    let mut backoff = std::time::Duration::from_millis(100);
+    let mut backoff = COMMAND_RETRY_FIRST;
     loop {
         match call().await {
             Ok(answer) => return Some(answer),
@@ -228,11 +228,16 @@ where
             Err(status) => {
                 tracing::warn!(what, error = %status, "command failed; retrying");
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                backoff = (backoff * 2).min(COMMAND_RETRY_LONGEST);
             }
         }
     }
 }
+
+/// The pause before a command is sent again, doubling up to the longest: soon after a blip,
+/// and no more than a few calls a minute at a command side that is down.
+const COMMAND_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+const COMMAND_RETRY_LONGEST: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long a policy's command may take before it is given up and sent again: a command
 /// side that stalls (a paused machine) must not hold the policy up for longer.

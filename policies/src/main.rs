@@ -19,6 +19,13 @@ use api_contract::payment_service_client::PaymentServiceClient;
 use api_contract::reservation_service_client::ReservationServiceClient;
 use policies::{consume, NotifyCustomer, Policy, RefundOnCancel, RefundOrphanedPayments};
 
+/// Connections to the database: each of the three policies reacts to one event at a time, in
+/// one transaction, and one more serves the orphan policy's sweep.
+const DATABASE_CONNECTIONS: usize = 4;
+/// How long an approved payment may wait for its reservation before it is refunded: far longer
+/// than an application takes between paying and recording (its deadline is seconds).
+const DEFAULT_ORPHAN_AFTER: Duration = Duration::from_secs(60);
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _telemetry = lifecycle::init_logging("policies", "info");
@@ -33,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
         std::env::var("COMMAND_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:50051".into());
     let orphan_after = match std::env::var("ORPHAN_AFTER_MS") {
         Ok(text) => Duration::from_millis(text.trim().parse().context("ORPHAN_AFTER_MS")?),
-        Err(_) => Duration::from_secs(60),
+        Err(_) => DEFAULT_ORPHAN_AFTER,
     };
     let events = kurrentdb::Client::new(
         url.parse()
@@ -54,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let channel = connect(&commands, "COMMAND_ENDPOINT")?;
     let payments = PaymentServiceClient::new(connect(&payment, "PAYMENT_ENDPOINT")?);
-    let pool = read_models::pool(read_models::config_from_env()?, 4)?;
+    let pool = read_models::pool(read_models::config_from_env()?, DATABASE_CONNECTIONS)?;
     let operations = std::env::var("METRICS_LISTEN").unwrap_or_else(|_| "127.0.0.1:9092".into());
     lifecycle::serve_operations(&operations).await?;
     read_models::migrate(&pool)

@@ -27,6 +27,12 @@ where
     }
 }
 
+/// Connections to the read models' database: one applies the batches, one holds the projector
+/// lock, and the rest serve checkpoint reads and a rebuild's switch.
+const DATABASE_CONNECTIONS: usize = 4;
+/// Connections to the key store: keys are looked up once per customer and then remembered.
+const KEY_STORE_CONNECTIONS: usize = 2;
+
 #[derive(clap::Parser)]
 #[command(about = "Builds the read models in PostgreSQL from the event store")]
 struct Args {
@@ -76,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .map_err(|e| anyhow::anyhow!("event store client: {e}"))?;
     let database = read_models::config_from_env()?;
-    let pool = read_models::pool(database.clone(), 4)?;
+    let pool = read_models::pool(database.clone(), DATABASE_CONNECTIONS)?;
     read_models::migrate(&pool)
         .await
         .context("cannot migrate the read models")?;
@@ -85,9 +91,12 @@ async fn main() -> anyhow::Result<()> {
         max_wait: Duration::from_millis(setting("BATCH_MAX_WAIT_MS", 5)?),
     };
     // The same key store the command side seals with: `KEY_STORE_URL`, else the database above.
-    let keys = customer_keys::PostgresKeys::connect(customer_keys::config_from_env()?, 2)
-        .await
-        .context("cannot reach the key store")?;
+    let keys = customer_keys::PostgresKeys::connect(
+        customer_keys::config_from_env()?,
+        KEY_STORE_CONNECTIONS,
+    )
+    .await
+    .context("cannot reach the key store")?;
     let keys = Arc::new(keys);
     let on_poison = setting("ON_POISON", OnPoison::Stop)?;
     if let Some(Command::Rebuild { projection }) = args.command {
