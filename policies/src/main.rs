@@ -1,15 +1,14 @@
 //! `policies`: the process managers (refund on cancel, notify the customer, refund orphaned
 //! payments), each a consumer group of the event store that every replica joins, acting
-//! through the command side like any client.
+//! through the command side and payment like any client.
 //!
-//! Settings: `EVENT_STORE_URL` (esdb://127.0.0.1:2113?tls=false; or `EVENT_STORE_URL_FILE`),
-//! `COMMAND_ENDPOINT` (http://127.0.0.1:50051) and `PAYMENT_ENDPOINT` (http://127.0.0.1:50052)
-//! (`https://` is verified against the system's roots and `TLS_CA_FILE`), `DATABASE_URL` or the `PG*` variables (checkpoints and the
-//! policies' state), `ORPHAN_AFTER_MS` (60000: how long an approved payment may wait for its
-//! reservation before it is refunded), `METRICS_LISTEN` (127.0.0.1:9092: `/metrics`,
-//! `/healthz`, `/readyz`), and the policies' own identity: `AUTH_ISSUER` (with
-//! `AUTH_DISCOVERY_URL`, `AUTH_AUDIENCE` as the services read them), `AUTH_CLIENT_ID`,
-//! `AUTH_CLIENT_SECRET` or `AUTH_CLIENT_SECRET_FILE` (client-credentials grant).
+//! Settings: its own in [`Args`] (`policies --help`: `COMMAND_ENDPOINT`, `PAYMENT_ENDPOINT`,
+//! `ORPHAN_AFTER_MS`, `METRICS_LISTEN`; `https://` endpoints are verified against the system's
+//! roots and `TLS_CA_FILE`); and, read as every service reads them, `EVENT_STORE_URL`
+//! (esdb://127.0.0.1:2113?tls=false, or `EVENT_STORE_URL_FILE`), `DATABASE_URL` or the `PG*`
+//! variables (checkpoints and the policies' state), and the policies' own identity:
+//! `AUTH_ISSUER` (with `AUTH_DISCOVERY_URL`, `AUTH_AUDIENCE` as the services read them),
+//! `AUTH_CLIENT_ID`, `AUTH_CLIENT_SECRET` or `AUTH_CLIENT_SECRET_FILE` (client credentials).
 
 use std::time::Duration;
 
@@ -24,11 +23,39 @@ use policies::{consume, NotifyCustomer, Policy, RefundOnCancel, RefundOrphanedPa
 const DATABASE_CONNECTIONS: usize = 4;
 /// How long an approved payment may wait for its reservation before it is refunded: far longer
 /// than an application takes between paying and recording (its deadline is seconds).
-const DEFAULT_ORPHAN_AFTER: Duration = Duration::from_secs(60);
+const DEFAULT_ORPHAN_AFTER_MS: u64 = 60_000;
+
+/// The policies' own settings (`policies --help`; each flag or its environment variable).
+#[derive(clap::Parser)]
+#[command(about = "Runs the process managers as consumer groups of the event store")]
+struct Args {
+    /// Where the command side is (messages, and the reservations the orphan policy cancels).
+    #[arg(
+        long,
+        env = "COMMAND_ENDPOINT",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    command_endpoint: String,
+    /// Where payment is (refunds).
+    #[arg(
+        long,
+        env = "PAYMENT_ENDPOINT",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    payment_endpoint: String,
+    /// How long an approved payment may wait for its reservation before it is refunded
+    /// (milliseconds).
+    #[arg(long, env = "ORPHAN_AFTER_MS", default_value_t = DEFAULT_ORPHAN_AFTER_MS)]
+    orphan_after_ms: u64,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    #[arg(long, env = "METRICS_LISTEN", default_value = "127.0.0.1:9092")]
+    metrics_listen: std::net::SocketAddr,
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _telemetry = lifecycle::init_logging("policies", "info");
+    let args = <Args as clap::Parser>::parse();
     let url = lifecycle::secret_from_env("EVENT_STORE_URL", "EVENT_STORE_URL_FILE")
         .map_err(anyhow::Error::msg)?
         .unwrap_or_else(|| "esdb://127.0.0.1:2113?tls=false".into());
@@ -36,19 +63,14 @@ async fn main() -> anyhow::Result<()> {
     let auth = access::AuthSettings::from_env()?;
     let identity =
         access::client::ServiceToken::new(auth.clone(), access::ClientSettings::from_env()?)?;
-    let commands =
-        std::env::var("COMMAND_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:50051".into());
-    let orphan_after = match std::env::var("ORPHAN_AFTER_MS") {
-        Ok(text) => Duration::from_millis(text.trim().parse().context("ORPHAN_AFTER_MS")?),
-        Err(_) => DEFAULT_ORPHAN_AFTER,
-    };
+    let commands = args.command_endpoint;
+    let orphan_after = Duration::from_millis(args.orphan_after_ms);
     let events = kurrentdb::Client::new(
         url.parse()
             .map_err(|e| anyhow::anyhow!("EVENT_STORE_URL: {e}"))?,
     )
     .map_err(|e| anyhow::anyhow!("event store client: {e}"))?;
-    let payment =
-        std::env::var("PAYMENT_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:50052".into());
+    let payment = args.payment_endpoint;
     // Both called with the policies' own identity.
     let connect = |endpoint: &str, variable: &str| {
         let channel = access::client::grpc_endpoint(endpoint, auth.ca_file.as_deref())
@@ -62,8 +84,7 @@ async fn main() -> anyhow::Result<()> {
     let channel = connect(&commands, "COMMAND_ENDPOINT")?;
     let payments = PaymentServiceClient::new(connect(&payment, "PAYMENT_ENDPOINT")?);
     let pool = read_models::pool(read_models::config_from_env()?, DATABASE_CONNECTIONS)?;
-    let operations = std::env::var("METRICS_LISTEN").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    lifecycle::serve_operations(&operations).await?;
+    lifecycle::serve_operations(&args.metrics_listen.to_string()).await?;
     read_models::migrate(&pool)
         .await
         .context("cannot migrate the policies' tables")?;

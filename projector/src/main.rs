@@ -1,31 +1,19 @@
 //! `projector`: builds the read models in PostgreSQL from the event store.
 //!
-//! `projector` projects live; `projector rebuild dashboard` rebuilds every read-model table from
-//! the whole log beside the live ones and switches over atomically (the `dashboard` projection
-//! maintains them all), with a progress bar.
+//! `projector` projects live; `projector rebuild <dashboard|messages|timeline|all>` rebuilds that
+//! read model's tables from the whole log beside the live ones and switches over atomically,
+//! with a progress bar.
 //!
-//! Settings: `EVENT_STORE_URL` (esdb://127.0.0.1:2113?tls=false), `DATABASE_URL` or the `PG*`
-//! variables, `KEY_STORE_URL` (the same database), `BATCH_MAX_EVENTS` (500), `BATCH_MAX_WAIT_MS` (5),
-//! `ON_POISON` (`stop` or `park`), `METRICS_LISTEN` (127.0.0.1:9091: `/metrics`, `/healthz`, `/readyz`).
+//! Settings (`projector --help`; each flag or its environment variable): `BATCH_MAX_EVENTS`,
+//! `BATCH_MAX_WAIT_MS`, `ON_POISON`, `METRICS_LISTEN`; and, read as every service reads them,
+//! `EVENT_STORE_URL` (esdb://127.0.0.1:2113?tls=false, or `EVENT_STORE_URL_FILE`),
+//! `DATABASE_URL` or the `PG*` variables, `KEY_STORE_URL` (the same database).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use projector::{BatchSettings, OnPoison, Projector, ReadModel};
-
-fn setting<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    match std::env::var(name) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .map_err(|e| anyhow::anyhow!("{name}: {e}")),
-        Err(_) => Ok(default),
-    }
-}
 
 /// Connections to the read models' database: one applies the batches, one holds the projector
 /// lock, and the rest serve checkpoint reads and a rebuild's switch.
@@ -38,6 +26,20 @@ const KEY_STORE_CONNECTIONS: usize = 2;
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Events applied in one transaction at most.
+    #[arg(long, env = "BATCH_MAX_EVENTS", global = true,
+          default_value_t = BatchSettings::default().max_events)]
+    batch_max_events: usize,
+    /// How long a batch waits for more events once it has one (milliseconds).
+    #[arg(long, env = "BATCH_MAX_WAIT_MS", global = true,
+          default_value_t = BatchSettings::default().max_wait.as_millis() as u64)]
+    batch_max_wait_ms: u64,
+    /// What an event that cannot be applied does: `stop` before it, or `park` it and go on.
+    #[arg(long, env = "ON_POISON", global = true, default_value = "stop")]
+    on_poison: OnPoison,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    #[arg(long, env = "METRICS_LISTEN", default_value = "127.0.0.1:9091")]
+    metrics_listen: std::net::SocketAddr,
 }
 
 #[derive(clap::Subcommand)]
@@ -87,8 +89,8 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("cannot migrate the read models")?;
     let batches = BatchSettings {
-        max_events: setting("BATCH_MAX_EVENTS", 500)?,
-        max_wait: Duration::from_millis(setting("BATCH_MAX_WAIT_MS", 5)?),
+        max_events: args.batch_max_events,
+        max_wait: Duration::from_millis(args.batch_max_wait_ms),
     };
     // The same key store the command side seals with: `KEY_STORE_URL`, else the database above.
     let keys = customer_keys::PostgresKeys::connect(
@@ -98,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
     .await
     .context("cannot reach the key store")?;
     let keys = Arc::new(keys);
-    let on_poison = setting("ON_POISON", OnPoison::Stop)?;
+    let on_poison = args.on_poison;
     if let Some(Command::Rebuild { projection }) = args.command {
         return rebuild(
             &projection.0,
@@ -118,8 +120,7 @@ async fn main() -> anyhow::Result<()> {
         batches,
         on_poison,
     };
-    let metrics_listen: String = setting("METRICS_LISTEN", "127.0.0.1:9091".to_string())?;
-    lifecycle::serve_operations(&metrics_listen).await?;
+    lifecycle::serve_operations(&args.metrics_listen.to_string()).await?;
     tracing::info!(event_store = %lifecycle::without_credentials(&url), checkpoint = ?projector.checkpoint().await?, "projecting the dashboard");
     // The event store or PostgreSQL going away is waited out (not ready meanwhile), and
     // projecting resumes from the checkpoint; a poison event still stops it, as configured.
