@@ -387,7 +387,7 @@ fn print_welcome(args: &Args, store_dir: &std::path::Path, local_pg: Option<(u16
 
   event store   esdb://{store}?tls=false   (data in {dir})
   issuer        http://{issuer}   development OpenID Connect issuer (discovery, keys, sign-in)
-  command side  {commands}   gRPC, package cleaning.v1, with reflection and health
+  command side  {commands}   gRPC, package cleaning.v1 (payment served here too), with reflection and health
   read models   {database}
   query side    http://{queries}/   the dashboard page (sign in as any role); JSON at /dashboard
 
