@@ -213,7 +213,7 @@ async fn measure_with(
     settings: &[(&'static str, String)],
 ) -> anyhow::Result<(f64, f64, f64)> {
     let dir = tempfile::tempdir_in(".")?;
-    let (_store, store_port, _) = start_event_store(dir.path())?;
+    let (store, store_port, _) = start_event_store(dir.path())?;
     let port = free_port()?;
     let issuer = crate::processes::issuer().await?;
     let mut env = crate::processes::auth_env(&issuer);
@@ -223,9 +223,9 @@ async fn measure_with(
         "EVENT_STORE_URL",
         format!("esdb://127.0.0.1:{store_port}?tls=false"),
     ));
-    let (_payment, endpoint) = crate::processes::start_payment(&env)?;
+    let (payment, endpoint) = crate::processes::start_payment(&env)?;
     env.push(endpoint);
-    let (_commands, _) = start_binary(command_side, &[], &env, port)?;
+    let (commands, _) = start_binary(command_side, &[], &env, port)?;
     let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))?
         .connect()
         .await?;
@@ -241,14 +241,30 @@ async fn measure_with(
         &customers,
     )
     .await?;
-    load(
+    let measured = load(
         channel,
         concurrency,
         Duration::from_secs(seconds),
         &customers,
     )
-    .await
+    .await?;
+    if concurrency >= PEAK_MEMORY_FROM {
+        let peak = |p: &crate::processes::Process| {
+            p.peak_resident_mib()
+                .map_or("?".to_string(), |m| format!("{m:.0} MiB"))
+        };
+        println!(
+            "    peak resident memory at {concurrency} clients: event-store {}, command-side {}, payment {}",
+            peak(&store),
+            peak(&commands),
+            peak(&payment)
+        );
+    }
+    Ok(measured)
 }
+
+/// From this many clients on, each measurement reports its processes' peak resident memory.
+const PEAK_MEMORY_FROM: usize = 64;
 
 /// Commands/s, p50 and p99 in ms. Every command must succeed.
 /// `customers` empty: a new customer for every command; else commands spread over them.

@@ -14,6 +14,17 @@ impl Drop for Process {
     }
 }
 
+impl Process {
+    /// The most memory it has held resident so far (`VmHWM`), in MiB; `None` where `/proc`
+    /// does not say.
+    pub fn peak_resident_mib(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    }
+}
+
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
