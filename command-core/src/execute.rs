@@ -35,7 +35,7 @@ pub struct Executor<K> {
 impl<K: KeyStore> Executor<K> {
     /// The target's aggregate as it stands, with what is needed to recognise a retry, if the
     /// caller may see it; otherwise the same refusal as for an aggregate that does not exist.
-    pub async fn load<A: Aggregate>(
+    async fn load<A: Aggregate>(
         &self,
         target: &Target<A>,
         context: &RequestContext,

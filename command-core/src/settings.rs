@@ -84,7 +84,9 @@ impl ServerSettings {
             .unwrap_or_else(|| "esdb://127.0.0.1:2113?tls=false".into());
         let metrics_listen = match lookup("METRICS_LISTEN").filter(|v| !v.trim().is_empty()) {
             None => None,
-            Some(_) => Some(parse(lookup, "METRICS_LISTEN", default_listen)?),
+            Some(text) => Some(text.trim().parse().map_err(|e| {
+                ConfigError::new("METRICS_LISTEN", format!("cannot parse {text:?}: {e}"))
+            })?),
         };
         Ok(ServerSettings {
             listen: parse(lookup, listen_variable, default_listen)?,

@@ -6,6 +6,7 @@
 
 use crate::params;
 use crate::statements::Statements;
+use crate::Applied;
 use chrono::{DateTime, Utc};
 use domain::customer::CustomerEvent;
 use domain::message::MessageEvent;
@@ -13,15 +14,6 @@ use domain::payment::PaymentEvent;
 use domain::paymethod::PaymethodEvent;
 use domain::reservation::{ReservationEvent, ReservationStatus};
 use events::Event;
-
-/// One event with where and when it was written, and what caused it.
-pub struct Applied<'a> {
-    pub event: &'a Event,
-    pub stream: &'a str,
-    pub position: i64,
-    pub created: DateTime<Utc>,
-    pub metadata: Option<&'a events::Metadata>,
-}
 
 /// What a batch's events change, in log order.
 pub fn apply_all(out: &mut Statements, events: &[Applied<'_>]) {

@@ -99,6 +99,16 @@ impl From<deadpool_postgres::PoolError> for ProjectorError {
     }
 }
 
+/// What every read model is given: one event with where and when it was written, and what
+/// caused it.
+pub struct Applied<'a> {
+    pub event: &'a Event,
+    pub stream: &'a str,
+    pub position: i64,
+    pub created: DateTime<Utc>,
+    pub metadata: Option<&'a events::Metadata>,
+}
+
 /// A decoded event, where it sits in the log, and what caused it.
 struct Received {
     event: Event,
@@ -378,9 +388,9 @@ impl<K: KeyStore> Projector<K> {
                 Delivery::CaughtUp => {}
             }
         }
-        let applied: Vec<dashboard::Applied<'_>> = received
+        let applied: Vec<Applied<'_>> = received
             .iter()
-            .map(|r| dashboard::Applied {
+            .map(|r| Applied {
                 event: &r.event,
                 stream: &r.stream,
                 position: r.position as i64,
@@ -454,7 +464,7 @@ impl<K: KeyStore> Projector<K> {
 /// What each read model makes of a batch's events (those it has not applied yet), in log
 /// order. A new read model is a module with its `apply_all`, a [`ReadModel`] variant (its name
 /// and tables) and its line here: the compiler finds a forgotten one.
-fn apply_all(model: ReadModel) -> fn(&mut Statements, &[dashboard::Applied<'_>]) {
+fn apply_all(model: ReadModel) -> fn(&mut Statements, &[Applied<'_>]) {
     match model {
         ReadModel::Dashboard => dashboard::apply_all,
         ReadModel::Messages => messages::apply_all,

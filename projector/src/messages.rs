@@ -6,7 +6,7 @@ use domain::customer::CustomerEvent;
 use domain::message::MessageEvent;
 use events::Event;
 
-use crate::dashboard::Applied;
+use crate::Applied;
 
 /// What a batch's events change, in log order.
 pub fn apply_all(out: &mut Statements, events: &[Applied<'_>]) {

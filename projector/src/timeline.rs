@@ -9,7 +9,7 @@ use domain::reservation::ReservationEvent;
 use domain::ReservationId;
 use events::Event;
 
-use crate::dashboard::Applied;
+use crate::Applied;
 
 /// The reservation an event belongs to, and a summary without personal data.
 fn entry(event: &Event) -> Option<(ReservationId, String)> {

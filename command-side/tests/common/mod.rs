@@ -65,6 +65,9 @@ pub struct Settings {
     pub provider: payment::config::ProviderRules,
 }
 
+/// Completes when the test stops a server.
+type Stopped = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// One command-side process (in this test's runtime), stoppable.
 pub struct CommandSide {
     pub port: u16,
@@ -74,6 +77,31 @@ pub struct CommandSide {
 }
 
 impl CommandSide {
+    /// Binds `port` (0: any), then serves what `serve` makes of the listener until stopped.
+    async fn spawn<F>(
+        port: u16,
+        keys: Arc<InMemoryKeys>,
+        serve: impl FnOnce(tokio::net::TcpListener, Stopped) -> F,
+    ) -> CommandSide
+    where
+        F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let stopped: Stopped = Box::pin(async {
+            let _ = stopped.await;
+        });
+        CommandSide {
+            port,
+            keys,
+            stop: Some(stop),
+            task: Some(tokio::spawn(serve(listener, stopped))),
+        }
+    }
+
     /// The command side with payment in the same server, calling it there.
     pub async fn start(
         event_store: &EventStoreUnderTest,
@@ -81,10 +109,6 @@ impl CommandSide {
         port: u16,
         change: impl FnOnce(&mut Settings),
     ) -> CommandSide {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
         let mut settings = Settings {
             commands: testkit::command_config(issuer),
             provider: Default::default(),
@@ -92,22 +116,16 @@ impl CommandSide {
         settings.commands.server.event_store_url = event_store.url();
         change(&mut settings);
         let keys = Arc::new(InMemoryKeys::default());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(testkit::serve_commands_and_payment(
-            settings.commands,
-            settings.provider,
-            keys.clone(),
-            listener,
-            async {
-                let _ = stopped.await;
-            },
-        ));
-        CommandSide {
-            port,
-            keys,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        Self::spawn(port, keys.clone(), |listener, stopped| {
+            testkit::serve_commands_and_payment(
+                settings.commands,
+                settings.provider,
+                keys,
+                listener,
+                stopped,
+            )
+        })
+        .await
     }
 
     /// The command side alone: `change` says where payment is.
@@ -116,23 +134,15 @@ impl CommandSide {
         issuer: &Issuer,
         change: impl FnOnce(&mut Config),
     ) -> CommandSide {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
         let mut config = testkit::command_config(issuer);
-        config.server.listen = listener.local_addr().unwrap();
         config.server.event_store_url = event_store.url();
         change(&mut config);
         let keys = Arc::new(InMemoryKeys::default());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(command_side::serve(config, keys.clone(), listener, async {
-            let _ = stopped.await;
-        }));
-        CommandSide {
-            port,
-            keys,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        Self::spawn(0, keys.clone(), |listener, stopped| {
+            config.server.listen = listener.local_addr().unwrap();
+            command_side::serve(config, keys, listener, stopped)
+        })
+        .await
     }
 
     /// The payment service alone, on `port` (0: any).
@@ -142,24 +152,14 @@ impl CommandSide {
         port: u16,
         change: impl FnOnce(&mut payment::config::Config),
     ) -> CommandSide {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
         let mut config = testkit::payment_config(issuer);
-        config.server.listen = listener.local_addr().unwrap();
         config.server.event_store_url = event_store.url();
         change(&mut config);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(payment::serve(config, listener, async {
-            let _ = stopped.await;
-        }));
-        CommandSide {
-            port,
-            keys: Default::default(),
-            stop: Some(stop),
-            task: Some(task),
-        }
+        Self::spawn(port, Default::default(), |listener, stopped| {
+            config.server.listen = listener.local_addr().unwrap();
+            payment::serve(config, listener, stopped)
+        })
+        .await
     }
 
     /// A channel without a token.
