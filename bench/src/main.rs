@@ -7,9 +7,9 @@
 //! official `kurrentdb` client: durable append throughput at 1, 16 and 64 concurrent appenders,
 //! `$all` read throughput, and live subscription delivery latency.
 //!
-//! `target/release/bench peers` puts the event store beside PostgreSQL used as an event store
-//! (one table, `unique (stream, version)`), the same conditional appends in the same run (under
-//! `pg_virtualenv -o fsync=on`).
+//! `target/release/bench peers` puts the event store beside UmaDB and PostgreSQL used as an
+//! event store (one table, `unique (stream, version)`), the same conditional appends in the
+//! same run (under `pg_virtualenv -o fsync=on`; UmaDB installed by `bench/peers/install`).
 //!
 //! `target/release/bench tracing` measures `ApplyReservation` with traces exported over OTLP
 //! against without, alternated run by run (under `pg_virtualenv -o fsync=on`).
@@ -64,8 +64,8 @@ enum Target {
     /// Persistent subscriptions of the embedded event store: acknowledged events/s with 1 and
     /// 4 consumers, and live delivery latency.
     Persistent(event_store_bench::PersistentOptions),
-    /// The event store beside PostgreSQL used as an event store, in one run (needs
-    /// PostgreSQL: `pg_virtualenv -o fsync=on`).
+    /// The event store beside UmaDB and PostgreSQL used as an event store, in one run (needs
+    /// PostgreSQL, `pg_virtualenv -o fsync=on`, and `bench/peers/install`).
     Peers(peers_bench::Options),
     /// ApplyReservation end to end: client -> command side -> payment -> event store.
     Commands(commands_bench::Options),

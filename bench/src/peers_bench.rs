@@ -1,14 +1,19 @@
 //! The embedded event store beside what a user would pick instead, in the same run on the same
-//! machine: PostgreSQL used as an event store the way postgres-es and Marten use it (one table,
-//! `unique (stream, version)`, the conflict on that key as the optimistic-concurrency check).
+//! machine: UmaDB (the Rust event store on crates.io, its release server driven by its own Rust
+//! client) and PostgreSQL used as an event store the way postgres-es and Marten use it (one
+//! table, `unique (stream, version)`, the conflict on that key as the optimistic-concurrency
+//! check).
 //!
-//! Both get the same workload: single-event conditional appends (the stream's current version
-//! as the expected one), one stream per appender, the same JSON payload, durable commits
-//! (PostgreSQL under `pg_virtualenv -o fsync=on`, `synchronous_commit` on; the store fsyncs
-//! every commit), one connection per appender for PostgreSQL (a pool as large as the load) and
-//! one shared client for the store (the official client multiplexes over HTTP/2). Each run
-//! measures both, one after the other, on fresh data.
+//! All get the same workload: single-event conditional appends (the stream's current version
+//! as the expected one; for UmaDB, nothing newer in the appender's boundary than its last
+//! event), one stream per appender, the same JSON payload, durable commits (PostgreSQL under
+//! `pg_virtualenv -o fsync=on`, `synchronous_commit` on; the store and UmaDB fsync every
+//! commit), one connection per appender for PostgreSQL (a pool as large as the load) and one
+//! shared client for the store and for UmaDB (both multiplex over HTTP/2). Each run measures
+//! all three, one after the other, on fresh data. UmaDB and its driver are installed by
+//! `bench/peers/install` into `target/peers`.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use kurrentdb::{AppendToStreamOptions, Client, EventData, StreamState};
@@ -30,7 +35,7 @@ pub fn run(options: Options, runs: usize) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let length = Duration::from_secs(options.seconds);
         println!(
-            "event store against PostgreSQL as an event store: conditional single-event appends, \
+            "event store against UmaDB and PostgreSQL as an event store: conditional single-event appends, \
              median of {runs} runs, {} s each, durable",
             options.seconds
         );
@@ -43,31 +48,35 @@ pub fn run(options: Options, runs: usize) -> anyhow::Result<()> {
             durability.push(format!("{name}={}", row.get::<_, String>(0)));
         }
         println!("PostgreSQL: {}", durability.join(", "));
-        println!("| appenders | embedded store | PostgreSQL | ratio | store p99 | PostgreSQL p99 |");
-        println!("| --- | --- | --- | --- | --- | --- |");
+        let (umadb, driver) = umadb_binaries()?;
+        println!(
+            "| appenders | embedded store | UmaDB | PostgreSQL | store / UmaDB | store / PostgreSQL | \
+             store p99 | UmaDB p99 | PostgreSQL p99 |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         for appenders in [1usize, 16, 64] {
-            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            let (mut ours, mut uma, mut pg) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..runs {
                 ours.push(embedded_store(appenders, length).await?);
-                theirs.push(postgres(appenders, length).await?);
+                uma.push(umadb_peer(&umadb, &driver, appenders, length).await?);
+                pg.push(postgres(appenders, length).await?);
             }
             let rate = |r: &[(f64, f64)]| median(&mut r.iter().map(|x| x.0).collect::<Vec<_>>());
             let p99 = |r: &[(f64, f64)]| median(&mut r.iter().map(|x| x.1).collect::<Vec<_>>());
-            let list = |r: &[(f64, f64)]| {
-                r.iter()
-                    .map(|x| format!("{:.0}", x.0))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+            let cell = |r: &[(f64, f64)]| {
+                let runs: Vec<String> = r.iter().map(|x| format!("{:.0}", x.0)).collect();
+                format!("{:.0} events/s ({})", rate(r), runs.join(", "))
             };
             println!(
-                "| {appenders} | {:.0} events/s ({}) | {:.0} events/s ({}) | {:.2}x | {:.2} ms | {:.2} ms |",
-                rate(&ours),
-                list(&ours),
-                rate(&theirs),
-                list(&theirs),
-                rate(&ours) / rate(&theirs),
+                "| {appenders} | {} | {} | {} | {:.2}x | {:.2}x | {:.2} ms | {:.2} ms | {:.2} ms |",
+                cell(&ours),
+                cell(&uma),
+                cell(&pg),
+                rate(&ours) / rate(&uma),
+                rate(&ours) / rate(&pg),
                 p99(&ours),
-                p99(&theirs),
+                p99(&uma),
+                p99(&pg),
             );
         }
         Ok(())
@@ -116,6 +125,59 @@ async fn embedded_store(appenders: usize, length: Duration) -> anyhow::Result<(f
         }));
     }
     collect(tasks, Instant::now()).await
+}
+
+/// UmaDB's server and the driver that loads it through UmaDB's client, from `target/peers`.
+fn umadb_binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
+    // target/release/bench -> target/peers
+    let exe = std::env::current_exe()?;
+    let peers = exe
+        .parent()
+        .and_then(|release| release.parent())
+        .ok_or_else(|| anyhow::anyhow!("cannot place target/peers beside {}", exe.display()))?
+        .join("peers");
+    let umadb = peers.join("bin").join("umadb");
+    let driver = peers.join("release").join("umadb-load");
+    anyhow::ensure!(
+        umadb.exists() && driver.exists(),
+        "UmaDB is not installed in {}: run bench/peers/install",
+        peers.display()
+    );
+    Ok((umadb, driver))
+}
+
+/// UmaDB on a fresh database, loaded by its driver: events/s and p99 ms.
+async fn umadb_peer(
+    umadb: &std::path::Path,
+    driver: &std::path::Path,
+    appenders: usize,
+    length: Duration,
+) -> anyhow::Result<(f64, f64)> {
+    let dir = tempfile::tempdir_in(".")?;
+    let port = crate::processes::free_port()?;
+    let address = format!("127.0.0.1:{port}");
+    let db_path = dir.path().join("uma.db").to_string_lossy().to_string();
+    let _server =
+        crate::processes::start_peer(umadb, &["--listen", &address, "--db-path", &db_path], port)?;
+    let output = tokio::process::Command::new(driver)
+        .args([
+            format!("http://{address}"),
+            appenders.to_string(),
+            length.as_secs().to_string(),
+        ])
+        .output()
+        .await?;
+    anyhow::ensure!(
+        output.status.success(),
+        "umadb-load failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = String::from_utf8(output.stdout)?;
+    let mut figures = printed.split_whitespace().map(str::parse::<f64>);
+    match (figures.next(), figures.next()) {
+        (Some(Ok(rate)), Some(Ok(p99))) => Ok((rate, p99)),
+        _ => anyhow::bail!("umadb-load printed {printed:?}, not `<events/s> <p99 ms>`"),
+    }
 }
 
 /// PostgreSQL as postgres-es and Marten use it: events/s and p99 ms.

@@ -53,17 +53,31 @@ pub fn start_binary(
     env: &[(&str, String)],
     port: u16,
 ) -> anyhow::Result<(Process, Duration)> {
-    let name = binary.display();
     anyhow::ensure!(
         binary.exists(),
-        "{name} is missing: build it with `cargo build --release -p event-store -p command-side -p payment -p bench`",
+        "{} is missing: build it with `cargo build --release -p event-store -p command-side -p payment -p bench`",
+        binary.display()
     );
-    let spawned = Instant::now();
     let mut command = Command::new(binary);
     command.args(args).env("RUST_LOG", "warn");
     for (key, value) in env {
         command.env(key, value);
     }
+    start_command(command, port)
+}
+
+/// Starts a peer's server (`bench peers`), whose banner on standard output would break up
+/// the bench's table.
+pub fn start_peer(binary: &Path, args: &[&str], port: u16) -> anyhow::Result<Process> {
+    let mut command = Command::new(binary);
+    command.args(args).stdout(std::process::Stdio::null());
+    Ok(start_command(command, port)?.0)
+}
+
+/// Spawns `command` and waits until `port` accepts connections; returns how long that took.
+fn start_command(mut command: Command, port: u16) -> anyhow::Result<(Process, Duration)> {
+    let name = command.get_program().to_string_lossy().to_string();
+    let spawned = Instant::now();
     let process = Process(command.spawn()?);
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
