@@ -1,8 +1,11 @@
 //! The dashboard read model: what each event changes in the `dashboard`, `payments` and
 //! `paymethods` tables (the payment methods on file, masked numbers only) and the summary's
 //! counters.
-//! Every statement is idempotent for a given event, and rows remember the last position applied,
-//! so replaying a batch after a crash changes nothing twice.
+//! A batch commits with its checkpoint, so after a crash it is replayed whole; its statements
+//! change nothing twice (inserts of existing rows do nothing, and rows remember the last
+//! position applied).
+
+use std::collections::{HashMap, HashSet};
 
 use crate::params;
 use crate::statements::Statements;
@@ -15,39 +18,217 @@ use domain::paymethod::PaymethodEvent;
 use domain::reservation::{ReservationEvent, ReservationStatus};
 use events::Event;
 
-/// What a batch's events change, in log order.
+/// What a batch's events change, in log order. A reservation requested in the batch is kept
+/// in memory while the events after it only move it along (started, completed, cancelled):
+/// its row is written once, in its latest state, with the batch's other new rows in one
+/// statement, instead of being inserted and then updated once per event. The new rows are
+/// written before any event that reads or changes one of them (its payment, a message about
+/// it, a forgotten customer, a changed payment method), so every statement sees the rows as
+/// the per-event order would have left them.
 pub fn apply_all(out: &mut Statements, events: &[Applied<'_>]) {
+    let mut new_rows = NewRows::default();
     for applied in events {
+        if new_rows.absorb(applied) {
+            continue;
+        }
+        if new_rows.touched_by(applied.event) {
+            new_rows.write(out);
+        }
         apply(out, applied);
+    }
+    new_rows.write(out);
+}
+
+/// Dashboard rows of reservations requested in this batch, not written yet.
+#[derive(Default)]
+struct NewRows {
+    rows: Vec<NewRow>,
+    by_reservation: HashMap<uuid::Uuid, usize>,
+    payments: HashSet<uuid::Uuid>,
+}
+
+/// A reservation's row as its events so far in the batch leave it.
+struct NewRow {
+    reservation_id: uuid::Uuid,
+    customer_id: uuid::Uuid,
+    customer_name: Option<String>,
+    place: Option<String>,
+    personal_erased: bool,
+    request_date: chrono::NaiveDate,
+    price_cents: i64,
+    status: &'static str,
+    cleaner: Option<String>,
+    cancel_reason: Option<String>,
+    payment_id: uuid::Uuid,
+    requested_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    last_position: i64,
+    requested_position: i64,
+}
+
+impl NewRows {
+    /// Takes a reservation's request, or a change to a row requested in this batch, into
+    /// memory; `false` for every other event.
+    fn absorb(&mut self, applied: &Applied<'_>) -> bool {
+        let (p, at) = (applied.position, applied.created);
+        let Event::Reservation(event) = applied.event else {
+            return false;
+        };
+        if let ReservationEvent::CleaningRequested(r) = event {
+            let id = r.reservation_id.uuid();
+            if self.by_reservation.contains_key(&id) {
+                // Requested twice: the second changes nothing, as its insert would not.
+                return true;
+            }
+            self.by_reservation.insert(id, self.rows.len());
+            self.payments.insert(r.payment_id.uuid());
+            self.rows.push(NewRow {
+                reservation_id: id,
+                customer_id: r.customer_id.uuid(),
+                customer_name: r.customer_name.expose().cloned(),
+                place: r.place.expose().cloned(),
+                personal_erased: r.customer_name.is_erased() || r.place.is_erased(),
+                request_date: r.request_date,
+                price_cents: r.price.cents() as i64,
+                status: ReservationStatus::Requested.as_str(),
+                cleaner: None,
+                cancel_reason: None,
+                payment_id: r.payment_id.uuid(),
+                requested_at: at,
+                updated_at: at,
+                last_position: p,
+                requested_position: p,
+            });
+            return true;
+        }
+        let id = match event {
+            ReservationEvent::CleaningRequested(_) => return false,
+            ReservationEvent::CleaningStarted { reservation_id, .. }
+            | ReservationEvent::CleaningCompleted { reservation_id }
+            | ReservationEvent::ReservationCancelled { reservation_id, .. } => {
+                reservation_id.uuid()
+            }
+        };
+        let Some(row) = self.by_reservation.get(&id).map(|&i| &mut self.rows[i]) else {
+            return false;
+        };
+        match event {
+            ReservationEvent::CleaningRequested(_) => return false,
+            ReservationEvent::CleaningStarted { cleaner, .. } => {
+                row.status = ReservationStatus::CleaningStarted.as_str();
+                row.cleaner = cleaner.clone();
+            }
+            ReservationEvent::CleaningCompleted { .. } => {
+                row.status = ReservationStatus::CleaningCompleted.as_str();
+            }
+            ReservationEvent::ReservationCancelled { reason, .. } => {
+                row.status = ReservationStatus::Cancelled.as_str();
+                row.cancel_reason = Some(reason.clone());
+            }
+        }
+        row.updated_at = at;
+        row.last_position = p;
+        true
+    }
+
+    /// Whether `event`'s statements read or change a row held here.
+    fn touched_by(&self, event: &Event) -> bool {
+        if self.rows.is_empty() {
+            return false;
+        }
+        match event {
+            Event::Payment(
+                PaymentEvent::PaymentApproved { payment_id, .. }
+                | PaymentEvent::PaymentDeclined { payment_id, .. }
+                | PaymentEvent::PaymentCancelled { payment_id, .. },
+            ) => self.payments.contains(&payment_id.uuid()),
+            Event::Message(MessageEvent::MessageSent {
+                reservation_id: Some(reservation_id),
+                ..
+            }) => self.by_reservation.contains_key(&reservation_id.uuid()),
+            Event::Message(MessageEvent::MessageSent {
+                reservation_id: None,
+                ..
+            }) => false,
+            Event::Customer(CustomerEvent::CustomerForgotten { .. })
+            | Event::Paymethod(PaymethodEvent::PaymethodChanged { .. }) => true,
+            Event::Paymethod(PaymethodEvent::PaymethodRegistered { .. }) => false,
+            // Absorbed, or about a reservation not held here.
+            Event::Reservation(_) => false,
+        }
+    }
+
+    /// Counts the rows in their statuses and inserts them, each only while its row does not
+    /// exist yet (as the per-event statements did); then holds nothing.
+    fn write(&mut self, out: &mut Statements) {
+        if self.rows.is_empty() {
+            return;
+        }
+        let rows = std::mem::take(&mut self.rows);
+        self.by_reservation.clear();
+        self.payments.clear();
+        macro_rules! array {
+            ($field:ident) => {
+                rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()
+            };
+        }
+        out.push(
+            "INSERT INTO reservations_by_status (status, reservations)
+             SELECT r.status, count(*) FROM unnest($1::uuid[], $2::text[]) AS r (reservation_id, status)
+             WHERE NOT EXISTS (SELECT 1 FROM dashboard d WHERE d.reservation_id = r.reservation_id)
+             GROUP BY r.status
+             ON CONFLICT (status) DO UPDATE SET reservations = reservations_by_status.reservations + excluded.reservations",
+            params![array!(reservation_id), array!(status)],
+        );
+        out.push(
+            "INSERT INTO dashboard (reservation_id, customer_id, customer_name, place, personal_erased,
+                 request_date, price_cents, status, cleaner, cancel_reason, payment_id, payment_kind,
+                 payment_status, requested_at, updated_at, last_position, requested_position)
+             SELECT r.reservation_id, r.customer_id, r.customer_name, r.place, r.personal_erased,
+                    r.request_date, r.price_cents, r.status, r.cleaner, r.cancel_reason, r.payment_id,
+                    coalesce(p.paymethod_kind, 'unknown'), coalesce(p.status, 'pending'),
+                    r.requested_at, r.updated_at, r.last_position, r.requested_position
+             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bool[], $6::date[],
+                         $7::bigint[], $8::text[], $9::text[], $10::text[], $11::uuid[],
+                         $12::timestamptz[], $13::timestamptz[], $14::bigint[], $15::bigint[])
+                  AS r (reservation_id, customer_id, customer_name, place, personal_erased,
+                        request_date, price_cents, status, cleaner, cancel_reason, payment_id,
+                        requested_at, updated_at, last_position, requested_position)
+             LEFT JOIN payments p ON p.payment_id = r.payment_id
+             ON CONFLICT (reservation_id) DO NOTHING",
+            params![
+                array!(reservation_id),
+                array!(customer_id),
+                array!(customer_name),
+                array!(place),
+                array!(personal_erased),
+                array!(request_date),
+                array!(price_cents),
+                array!(status),
+                array!(cleaner),
+                array!(cancel_reason),
+                array!(payment_id),
+                array!(requested_at),
+                array!(updated_at),
+                array!(last_position),
+                array!(requested_position)
+            ],
+        );
+        // The payment was recorded before its reservation: it learns whose it is.
+        out.push(
+            "UPDATE payments p SET customer_id = r.customer_id
+             FROM unnest($1::uuid[], $2::uuid[]) AS r (payment_id, customer_id)
+             WHERE p.payment_id = r.payment_id",
+            params![array!(payment_id), array!(customer_id)],
+        );
     }
 }
 
 fn apply(out: &mut Statements, applied: &Applied<'_>) {
     let (p, at) = (applied.position, applied.created);
     match applied.event {
-        Event::Reservation(ReservationEvent::CleaningRequested(r)) => {
-            // Counted once: only while its row does not exist yet.
-            out.push(
-                "INSERT INTO reservations_by_status (status, reservations)
-                 SELECT $2, 1 WHERE NOT EXISTS (SELECT 1 FROM dashboard WHERE reservation_id = $1)
-                 ON CONFLICT (status) DO UPDATE SET reservations = reservations_by_status.reservations + 1",
-                params![r.reservation_id.uuid(), ReservationStatus::Requested.as_str()],
-            );
-            out.push(
-                "INSERT INTO dashboard (reservation_id, customer_id, customer_name, place, personal_erased,
-                     request_date, price_cents, status, payment_id, payment_kind, payment_status,
-                     requested_at, updated_at, last_position, requested_position)
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $11, $8,
-                        coalesce(p.paymethod_kind, 'unknown'), coalesce(p.status, 'pending'), $9, $9, $10, $10
-                 FROM (SELECT 1) AS one LEFT JOIN payments p ON p.payment_id = $8
-                 ON CONFLICT (reservation_id) DO NOTHING",
-                params![r.reservation_id.uuid(), r.customer_id.uuid(), r.customer_name.expose().cloned(), r.place.expose().cloned(), r.customer_name.is_erased() || r.place.is_erased(), r.request_date, r.price.cents() as i64, r.payment_id.uuid(), at, p, ReservationStatus::Requested.as_str()],
-            );
-            out.push(
-                "UPDATE payments SET customer_id = $2 WHERE payment_id = $1",
-                params![r.payment_id.uuid(), r.customer_id.uuid()],
-            );
-        }
+        // Every request is held by `NewRows::absorb` and written with the batch's new rows.
+        Event::Reservation(ReservationEvent::CleaningRequested(_)) => {}
         Event::Reservation(ReservationEvent::CleaningStarted {
             reservation_id,
             cleaner,
