@@ -263,6 +263,42 @@ async fn measure_with(
     Ok(measured)
 }
 
+/// The same load against `ApplyReservation` written on cqrs-es with postgres-es
+/// (`bench/peers/cqrs-es-peer`), on a fresh table in the PostgreSQL of this run (it reads the
+/// same `PG*` settings): commands/s, p50 and p99 in ms.
+pub(crate) async fn measure_cqrs_es_peer(
+    peer: &Path,
+    concurrency: usize,
+    seconds: u64,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let pool = read_models::pool(read_models::config_from_env()?, 1)?;
+    pool.get()
+        .await?
+        .batch_execute("DROP TABLE IF EXISTS events")
+        .await?;
+    let port = free_port()?;
+    let address = format!("127.0.0.1:{port}");
+    // postgres-es's own default pool: ten connections.
+    let server = crate::processes::start_peer(peer, &[&address, "postgres://", "10"], port)?;
+    let channel = Channel::from_shared(format!("http://{address}"))?
+        .connect()
+        .await?;
+    // It checks no token; the client sends one all the same, as to the command side.
+    let issuer = crate::processes::issuer().await?;
+    let channel = crate::processes::as_admin(channel, &issuer)?;
+    load(channel.clone(), concurrency, Duration::from_secs(1), &[]).await?;
+    let measured = load(channel, concurrency, Duration::from_secs(seconds), &[]).await?;
+    if concurrency >= PEAK_MEMORY_FROM {
+        println!(
+            "    peak resident memory at {concurrency} clients: cqrs-es peer {}",
+            server
+                .peak_resident_mib()
+                .map_or("?".to_string(), |m| format!("{m:.0} MiB"))
+        );
+    }
+    Ok(measured)
+}
+
 /// From this many clients on, each measurement reports its processes' peak resident memory.
 const PEAK_MEMORY_FROM: usize = 64;
 

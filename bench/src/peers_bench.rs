@@ -10,8 +10,13 @@
 //! `pg_virtualenv -o fsync=on`, `synchronous_commit` on; the store and UmaDB fsync every
 //! commit), one connection per appender for PostgreSQL (a pool as large as the load) and one
 //! shared client for the store and for UmaDB (both multiplex over HTTP/2). Each run measures
-//! all three, one after the other, on fresh data. UmaDB and its driver are installed by
-//! `bench/peers/install` into `target/peers`.
+//! all three, one after the other, on fresh data.
+//!
+//! Then the command path: `ApplyReservation` through the command side (with the payment
+//! service and the event store, as `bench commands` runs it) against the same flow written on
+//! cqrs-es with postgres-es (`bench/peers/cqrs-es-peer`), the same load generator, alternated
+//! run by run. UmaDB, its driver and the cqrs-es peer are installed by `bench/peers/install`
+//! into `target/peers`.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -48,7 +53,10 @@ pub fn run(options: Options, runs: usize) -> anyhow::Result<()> {
             durability.push(format!("{name}={}", row.get::<_, String>(0)));
         }
         println!("PostgreSQL: {}", durability.join(", "));
-        let (umadb, driver) = umadb_binaries()?;
+        let umadb = peer(&["bin", "umadb"])?;
+        let driver = peer(&["release", "umadb-load"])?;
+        let cqrs_es = peer(&["release", "cqrs-es-peer"])?;
+        let command_side = crate::processes::beside("command-side")?;
         println!(
             "| appenders | embedded store | UmaDB | PostgreSQL | store / UmaDB | store / PostgreSQL | \
              store p99 | UmaDB p99 | PostgreSQL p99 |"
@@ -77,6 +85,44 @@ pub fn run(options: Options, runs: usize) -> anyhow::Result<()> {
                 p99(&ours),
                 p99(&uma),
                 p99(&pg),
+            );
+        }
+        println!();
+        println!(
+            "ApplyReservation: the command side (with the payment service and the event store) \
+             against cqrs-es + postgres-es, the same load generator"
+        );
+        println!(
+            "| clients | command side | cqrs-es + postgres-es | ratio | command side p99 | peer p99 |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- |");
+        for clients in [1usize, 16, 64] {
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            for _ in 0..runs {
+                ours.push(
+                    crate::commands_bench::measure(&command_side, clients, options.seconds, 0)
+                        .await?,
+                );
+                theirs.push(
+                    crate::commands_bench::measure_cqrs_es_peer(&cqrs_es, clients, options.seconds)
+                        .await?,
+                );
+            }
+            let rate =
+                |r: &[(f64, f64, f64)]| median(&mut r.iter().map(|x| x.0).collect::<Vec<_>>());
+            let p99 =
+                |r: &[(f64, f64, f64)]| median(&mut r.iter().map(|x| x.2).collect::<Vec<_>>());
+            let cell = |r: &[(f64, f64, f64)]| {
+                let runs: Vec<String> = r.iter().map(|x| format!("{:.0}", x.0)).collect();
+                format!("{:.0} commands/s ({})", rate(r), runs.join(", "))
+            };
+            println!(
+                "| {clients} | {} | {} | {:.2}x | {:.2} ms | {:.2} ms |",
+                cell(&ours),
+                cell(&theirs),
+                rate(&ours) / rate(&theirs),
+                p99(&ours),
+                p99(&theirs),
             );
         }
         Ok(())
@@ -127,23 +173,22 @@ async fn embedded_store(appenders: usize, length: Duration) -> anyhow::Result<(f
     collect(tasks, Instant::now()).await
 }
 
-/// UmaDB's server and the driver that loads it through UmaDB's client, from `target/peers`.
-fn umadb_binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
+/// A peer's binary in `target/peers` (`bench/peers/install` puts them there).
+fn peer(path: &[&str]) -> anyhow::Result<PathBuf> {
     // target/release/bench -> target/peers
     let exe = std::env::current_exe()?;
-    let peers = exe
+    let mut binary = exe
         .parent()
         .and_then(|release| release.parent())
         .ok_or_else(|| anyhow::anyhow!("cannot place target/peers beside {}", exe.display()))?
         .join("peers");
-    let umadb = peers.join("bin").join("umadb");
-    let driver = peers.join("release").join("umadb-load");
+    binary.extend(path);
     anyhow::ensure!(
-        umadb.exists() && driver.exists(),
-        "UmaDB is not installed in {}: run bench/peers/install",
-        peers.display()
+        binary.exists(),
+        "{} is missing: run bench/peers/install",
+        binary.display()
     );
-    Ok((umadb, driver))
+    Ok(binary)
 }
 
 /// UmaDB on a fresh database, loaded by its driver: events/s and p99 ms.
