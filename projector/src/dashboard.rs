@@ -18,25 +18,222 @@ use domain::paymethod::PaymethodEvent;
 use domain::reservation::{ReservationEvent, ReservationStatus};
 use events::Event;
 
-/// What a batch's events change, in log order. A reservation requested in the batch is kept
-/// in memory while the events after it only move it along (started, completed, cancelled):
-/// its row is written once, in its latest state, with the batch's other new rows in one
-/// statement, instead of being inserted and then updated once per event. The new rows are
-/// written before any event that reads or changes one of them (its payment, a message about
-/// it, a forgotten customer, a changed payment method), so every statement sees the rows as
-/// the per-event order would have left them.
+/// What a batch's events change, in log order. Two kinds of change wait in memory and are
+/// written together, one statement for all of a kind, instead of one or more per event:
+/// - a reservation requested in the batch, while the events after it only move it along
+///   (started, completed, cancelled): its row is written once, in its latest state;
+/// - payment events, one per payment: the payment, the day's totals and the dashboard row.
+///
+/// What waits is written, payments first, before any event that reads or changes it (a second
+/// event of the same payment, a payment of a new row, a message or status change of a row a
+/// payment waits for, a forgotten customer, a changed payment method), so every statement
+/// sees the tables as the per-event order would have left them.
 pub fn apply_all(out: &mut Statements, events: &[Applied<'_>]) {
     let mut new_rows = NewRows::default();
+    let mut payments = PaymentChanges::default();
     for applied in events {
+        if let Event::Payment(payment) = applied.event {
+            let change = PaymentChange::of(payment, applied);
+            if payments.holds(change.payment_id) || new_rows.touched_by(applied.event) {
+                payments.write(out);
+                new_rows.write(out);
+            }
+            payments.push(change);
+            continue;
+        }
         if new_rows.absorb(applied) {
             continue;
         }
-        if new_rows.touched_by(applied.event) {
+        if new_rows.touched_by(applied.event) || payments.touched_by(applied.event) {
+            payments.write(out);
             new_rows.write(out);
         }
         apply(out, applied);
     }
+    // A new row reads its payment: payments first.
+    payments.write(out);
     new_rows.write(out);
+}
+
+/// A payment event, as the dashboard's tables take it.
+struct PaymentChange {
+    payment_id: uuid::Uuid,
+    reservation_id: uuid::Uuid,
+    amount_cents: i64,
+    /// The method's kind, when the event names it.
+    kind: Option<&'static str>,
+    status: &'static str,
+    decline_reason: Option<String>,
+    position: i64,
+    at: DateTime<Utc>,
+}
+
+impl PaymentChange {
+    fn of(event: &PaymentEvent, applied: &Applied<'_>) -> PaymentChange {
+        let (payment_id, reservation_id, amount, kind, status, decline_reason) = match event {
+            PaymentEvent::PaymentApproved {
+                payment_id,
+                reservation_id,
+                amount,
+                paymethod_kind,
+            } => (
+                payment_id,
+                reservation_id,
+                amount,
+                paymethod_kind.map(|k| k.as_str()),
+                "approved",
+                None,
+            ),
+            PaymentEvent::PaymentDeclined {
+                payment_id,
+                reservation_id,
+                amount,
+                reason,
+            } => (
+                payment_id,
+                reservation_id,
+                amount,
+                None,
+                "declined",
+                Some(reason.clone()),
+            ),
+            PaymentEvent::PaymentCancelled {
+                payment_id,
+                reservation_id,
+                amount,
+            } => (payment_id, reservation_id, amount, None, "refunded", None),
+        };
+        PaymentChange {
+            payment_id: payment_id.uuid(),
+            reservation_id: reservation_id.uuid(),
+            amount_cents: amount.cents() as i64,
+            kind,
+            status,
+            decline_reason,
+            position: applied.position,
+            at: applied.created,
+        }
+    }
+}
+
+/// Payment events of this batch not written yet, at most one per payment.
+#[derive(Default)]
+struct PaymentChanges {
+    changes: Vec<PaymentChange>,
+    payments: HashSet<uuid::Uuid>,
+    reservations: HashSet<uuid::Uuid>,
+}
+
+impl PaymentChanges {
+    fn holds(&self, payment_id: uuid::Uuid) -> bool {
+        self.payments.contains(&payment_id)
+    }
+
+    fn push(&mut self, change: PaymentChange) {
+        self.payments.insert(change.payment_id);
+        self.reservations.insert(change.reservation_id);
+        self.changes.push(change);
+    }
+
+    /// Whether `event` (not a payment event) changes a dashboard row a waiting payment
+    /// changes too: the two must run in log order.
+    fn touched_by(&self, event: &Event) -> bool {
+        if self.changes.is_empty() {
+            return false;
+        }
+        match touches(event) {
+            Touches::Nothing => false,
+            Touches::Reservation(id) => self.reservations.contains(&id),
+            Touches::Many => true,
+        }
+    }
+
+    /// Counts the day's approvals and refunds (each once: only when its payment's row has not
+    /// applied it yet and is not in that status already), writes the payments, then their
+    /// dashboard rows; then holds nothing.
+    fn write(&mut self, out: &mut Statements) {
+        if self.changes.is_empty() {
+            return;
+        }
+        let changes = std::mem::take(&mut self.changes);
+        self.payments.clear();
+        self.reservations.clear();
+        macro_rules! array {
+            ($field:ident) => {
+                changes.iter().map(|c| c.$field.clone()).collect::<Vec<_>>()
+            };
+        }
+        out.push(
+            "INSERT INTO payments_by_day (day, approved, approved_cents, refunded, refunded_cents)
+             SELECT (c.at AT TIME ZONE 'UTC')::date,
+                    count(*) FILTER (WHERE c.status = 'approved'),
+                    coalesce(sum(c.amount) FILTER (WHERE c.status = 'approved'), 0)::bigint,
+                    count(*) FILTER (WHERE c.status = 'refunded'),
+                    coalesce(sum(c.amount) FILTER (WHERE c.status = 'refunded'), 0)::bigint
+             FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::timestamptz[], $5::bigint[])
+                  AS c (payment_id, status, amount, at, position)
+             WHERE c.status IN ('approved', 'refunded')
+               AND NOT EXISTS (SELECT 1 FROM payments p
+                               WHERE p.payment_id = c.payment_id
+                                 AND (p.last_position >= c.position OR p.status = c.status))
+             GROUP BY 1
+             ON CONFLICT (day) DO UPDATE SET
+                 approved = payments_by_day.approved + excluded.approved,
+                 approved_cents = payments_by_day.approved_cents + excluded.approved_cents,
+                 refunded = payments_by_day.refunded + excluded.refunded,
+                 refunded_cents = payments_by_day.refunded_cents + excluded.refunded_cents",
+            params![
+                array!(payment_id),
+                array!(status),
+                array!(amount_cents),
+                array!(at),
+                array!(position)
+            ],
+        );
+        // A kind is only ever 'unknown' when the event named none: the row keeps its own.
+        out.push(
+            "INSERT INTO payments (payment_id, reservation_id, amount_cents, paymethod_kind, status,
+                 decline_reason, last_position, first_position, updated_at)
+             SELECT c.payment_id, c.reservation_id, c.amount, coalesce(c.kind, 'unknown'), c.status,
+                    c.reason, c.position, c.position, c.at
+             FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[],
+                         $7::bigint[], $8::timestamptz[])
+                  AS c (payment_id, reservation_id, amount, kind, status, reason, position, at)
+             ON CONFLICT (payment_id) DO UPDATE SET
+                 status = excluded.status,
+                 paymethod_kind = CASE WHEN excluded.paymethod_kind = 'unknown'
+                                       THEN payments.paymethod_kind ELSE excluded.paymethod_kind END,
+                 decline_reason = coalesce(excluded.decline_reason, payments.decline_reason),
+                 last_position = excluded.last_position,
+                 updated_at = excluded.updated_at
+             WHERE payments.last_position < excluded.last_position",
+            params![
+                array!(payment_id),
+                array!(reservation_id),
+                array!(amount_cents),
+                array!(kind),
+                array!(status),
+                array!(decline_reason),
+                array!(position),
+                array!(at)
+            ],
+        );
+        out.push(
+            "UPDATE dashboard d SET payment_status = c.status,
+                 payment_kind = coalesce(c.kind, d.payment_kind), updated_at = c.at,
+                 last_position = c.position
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[])
+                  AS c (payment_id, status, kind, at, position)
+             WHERE d.payment_id = c.payment_id AND d.last_position < c.position",
+            params![
+                array!(payment_id),
+                array!(status),
+                array!(kind),
+                array!(at),
+                array!(position)
+            ],
+        );
+    }
 }
 
 /// Dashboard rows of reservations requested in this batch, not written yet.
@@ -270,77 +467,8 @@ fn apply(out: &mut Statements, applied: &Applied<'_>) {
                 params![reservation_id.uuid(), reason.clone()],
             );
         }
-        Event::Payment(payment) => {
-            let (payment_id, reservation_id, amount, kind, status, reason) = match payment {
-                PaymentEvent::PaymentApproved {
-                    payment_id,
-                    reservation_id,
-                    amount,
-                    paymethod_kind,
-                } => (
-                    payment_id,
-                    reservation_id,
-                    amount,
-                    paymethod_kind.map(|k| k.as_str()),
-                    "approved",
-                    None,
-                ),
-                PaymentEvent::PaymentDeclined {
-                    payment_id,
-                    reservation_id,
-                    amount,
-                    reason,
-                } => (
-                    payment_id,
-                    reservation_id,
-                    amount,
-                    None,
-                    "declined",
-                    Some(reason.clone()),
-                ),
-                PaymentEvent::PaymentCancelled {
-                    payment_id,
-                    reservation_id,
-                    amount,
-                } => (payment_id, reservation_id, amount, None, "refunded", None),
-            };
-            // Counted on the day of the event, once: only when the payment's row has not
-            // applied this event yet and is not in that status already.
-            out.push(
-                "INSERT INTO payments_by_day (day, approved, approved_cents, refunded, refunded_cents)
-                 SELECT ($4::timestamptz AT TIME ZONE 'UTC')::date,
-                        ($2::text = 'approved')::int, CASE WHEN $2 = 'approved' THEN $3::bigint ELSE 0 END,
-                        ($2 = 'refunded')::int, CASE WHEN $2 = 'refunded' THEN $3::bigint ELSE 0 END
-                 WHERE $2 IN ('approved', 'refunded')
-                   AND NOT EXISTS (SELECT 1 FROM payments
-                                   WHERE payment_id = $1 AND (last_position >= $5 OR status = $2))
-                 ON CONFLICT (day) DO UPDATE SET
-                     approved = payments_by_day.approved + excluded.approved,
-                     approved_cents = payments_by_day.approved_cents + excluded.approved_cents,
-                     refunded = payments_by_day.refunded + excluded.refunded,
-                     refunded_cents = payments_by_day.refunded_cents + excluded.refunded_cents",
-                params![payment_id.uuid(), status, amount.cents() as i64, at, p],
-            );
-            out.push(
-                "INSERT INTO payments (payment_id, reservation_id, amount_cents, paymethod_kind, status,
-                     decline_reason, last_position, first_position, updated_at)
-                 VALUES ($1, $2, $3, coalesce($4, 'unknown'), $5, $6, $7, $7, $8)
-                 ON CONFLICT (payment_id) DO UPDATE SET
-                     status = excluded.status,
-                     paymethod_kind = CASE WHEN $4::text IS NULL THEN payments.paymethod_kind ELSE excluded.paymethod_kind END,
-                     decline_reason = coalesce(excluded.decline_reason, payments.decline_reason),
-                     last_position = excluded.last_position,
-                     updated_at = excluded.updated_at
-                 WHERE payments.last_position < excluded.last_position",
-                params![payment_id.uuid(), reservation_id.uuid(), amount.cents() as i64, kind, status, reason, p, at],
-            );
-            out.push(
-                "UPDATE dashboard SET payment_status = $2,
-                     payment_kind = coalesce($3, payment_kind), updated_at = $4, last_position = $5
-                 WHERE payment_id = $1 AND last_position < $5",
-                params![payment_id.uuid(), status, kind, at, p],
-            );
-        }
+        // Every payment event is held by `PaymentChanges` and written with the batch's others.
+        Event::Payment(_) => {}
         Event::Message(MessageEvent::MessageSent {
             reservation_id: Some(reservation_id),
             text,
