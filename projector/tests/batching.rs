@@ -85,6 +85,32 @@ fn started(r: ReservationId, cleaner: Option<&str>) -> Event {
     })
 }
 
+/// A message to `customer` about reservation `r`.
+async fn notify(
+    s: &testkit::Running,
+    customer: CustomerId,
+    r: ReservationId,
+    cause: &str,
+    text: &str,
+) {
+    let message_id = MessageId::new();
+    let sent = MessageEvent::MessageSent {
+        message_id,
+        customer_id: customer,
+        recipient: Personal::new("ada@example.com".to_string()),
+        reservation_id: Some(r),
+        text: Personal::new(text.to_string()),
+        cause: cause.into(),
+    };
+    append(
+        s,
+        events::streams::message(message_id),
+        Event::Message(sent),
+        Some(customer),
+    )
+    .await;
+}
+
 /// Projects the log into `pool` up to `last`, `max_events` at a time.
 async fn project(running: &testkit::Running, pool: &Pool, max_events: usize, last: u64) {
     let projector = Arc::new(Projector::<PostgresKeys> {
@@ -135,12 +161,24 @@ async fn one_batch_and_one_event_per_batch_give_the_same_tables() {
     );
     let method = PaymethodId::new();
     let card = |kind| MaskedNumber::mask(kind, "4111111111111111").unwrap();
-    use events::streams::{customer, message, payment, paymethod, reservation};
+    use events::streams::{customer, payment, paymethod, reservation};
 
     // Two reservations interleaved: one cleaned and messaged about, one cancelled and
     // refunded after its request (a payment event on a row held in memory).
-    append(&s, payment(p1), approved(p1, r1, PaymethodKind::CreditCard), None).await;
-    append(&s, payment(p2), approved(p2, r2, PaymethodKind::CreditCard), None).await;
+    append(
+        &s,
+        payment(p1),
+        approved(p1, r1, PaymethodKind::CreditCard),
+        None,
+    )
+    .await;
+    append(
+        &s,
+        payment(p2),
+        approved(p2, r2, PaymethodKind::CreditCard),
+        None,
+    )
+    .await;
     append(&s, reservation(r1), requested(r1, ada, p1), Some(ada)).await;
     append(&s, reservation(r2), requested(r2, ada, p2), Some(ada)).await;
     append(&s, reservation(r1), started(r1, Some("Ann")), None).await;
@@ -157,16 +195,7 @@ async fn one_batch_and_one_event_per_batch_give_the_same_tables() {
         amount: Money::from_stored_cents(12_500),
     };
     append(&s, payment(p2), Event::Payment(refunded), None).await;
-    let message_id = MessageId::new();
-    let sent = MessageEvent::MessageSent {
-        message_id,
-        customer_id: ada,
-        recipient: Personal::new("ada@example.com".to_string()),
-        reservation_id: Some(r1),
-        text: Personal::new("Your place is clean".to_string()),
-        cause: "cleaning_completed".into(),
-    };
-    append(&s, message(message_id), Event::Message(sent), Some(ada)).await;
+    notify(&s, ada, r1, "cleaning_completed", "Your place is clean").await;
 
     // A payment method changed while a reservation paid with it is held in memory.
     let registered = PaymethodEvent::PaymethodRegistered {
@@ -176,8 +205,20 @@ async fn one_batch_and_one_event_per_batch_give_the_same_tables() {
         kind: PaymethodKind::DebitCard,
         masked_number: card(PaymethodKind::DebitCard),
     };
-    append(&s, paymethod(method), Event::Paymethod(registered), Some(bob)).await;
-    append(&s, payment(p3), approved(p3, r3, PaymethodKind::DebitCard), None).await;
+    append(
+        &s,
+        paymethod(method),
+        Event::Paymethod(registered),
+        Some(bob),
+    )
+    .await;
+    append(
+        &s,
+        payment(p3),
+        approved(p3, r3, PaymethodKind::DebitCard),
+        None,
+    )
+    .await;
     append(&s, reservation(r3), requested(r3, bob, p3), Some(bob)).await;
     let changed = PaymethodEvent::PaymethodChanged {
         paymethod_id: method,
@@ -189,7 +230,13 @@ async fn one_batch_and_one_event_per_batch_give_the_same_tables() {
 
     // A customer forgotten while their reservation is held in memory, and a declined payment
     // whose reservation never came.
-    append(&s, payment(p4), approved(p4, r4, PaymethodKind::CreditCard), None).await;
+    append(
+        &s,
+        payment(p4),
+        approved(p4, r4, PaymethodKind::CreditCard),
+        None,
+    )
+    .await;
     append(&s, reservation(r4), requested(r4, cy, p4), Some(cy)).await;
     let forgotten = CustomerEvent::CustomerForgotten { customer_id: cy };
     append(&s, customer(cy), Event::Customer(forgotten), None).await;
@@ -219,16 +266,7 @@ async fn one_batch_and_one_event_per_batch_give_the_same_tables() {
         })
     };
     append(&s, payment(p1), refund(p1, r1), None).await;
-    let message_id = MessageId::new();
-    let sent = MessageEvent::MessageSent {
-        message_id,
-        customer_id: ada,
-        recipient: Personal::new("ada@example.com".to_string()),
-        reservation_id: Some(r1),
-        text: Personal::new("Your money is back".to_string()),
-        cause: "payment_refunded".into(),
-    };
-    append(&s, message(message_id), Event::Message(sent), Some(ada)).await;
+    notify(&s, ada, r1, "payment_refunded", "Your money is back").await;
     append(&s, payment(p3), refund(p3, r3), None).await;
     let cancelled = ReservationEvent::ReservationCancelled {
         reservation_id: r3,
@@ -270,7 +308,11 @@ async fn one_batch_and_one_event_per_batch_give_the_same_tables() {
     );
     let r = row(r3).await;
     assert_eq!(
-        (r.get::<_, String>(0), r.get::<_, String>(2), r.get::<_, String>(3)),
+        (
+            r.get::<_, String>(0),
+            r.get::<_, String>(2),
+            r.get::<_, String>(3)
+        ),
         ("cancelled".into(), "refunded".into(), "credit_card".into())
     );
     let r = row(r4).await;

@@ -78,12 +78,7 @@ impl Aggregate for Payment {
     type Error = Refused;
     type Services = ();
 
-    async fn handle(
-        &mut self,
-        pay: Pay,
-        _: &(),
-        sink: &EventSink<Self>,
-    ) -> Result<(), Refused> {
+    async fn handle(&mut self, pay: Pay, _: &(), sink: &EventSink<Self>) -> Result<(), Refused> {
         if self.approved {
             return Err(Refused::Already("the payment is already decided"));
         }
@@ -199,8 +194,8 @@ impl ReservationService for Reservations {
         let r = request.into_inner();
         let customer_id =
             CustomerId::parse(&r.customer_id).map_err(|e| invalid("customer_id", e))?;
-        let customer_name = Personal::text(&r.customer_name, MAX_NAME)
-            .map_err(|e| invalid("customer_name", e))?;
+        let customer_name =
+            Personal::text(&r.customer_name, MAX_NAME).map_err(|e| invalid("customer_name", e))?;
         let place = Personal::text(&r.place, MAX_PLACE).map_err(|e| invalid("place", e))?;
         let request_date = chrono::NaiveDate::parse_from_str(r.request_date.trim(), "%Y-%m-%d")
             .map_err(|_| invalid("request_date", "must be a date as YYYY-MM-DD"))?;
@@ -250,21 +245,27 @@ impl ReservationService for Reservations {
         &self,
         _: Request<CancelReservationRequest>,
     ) -> Result<Response<CommandReply>, Status> {
-        Err(Status::unimplemented("the peer serves ApplyReservation only"))
+        Err(Status::unimplemented(
+            "the peer serves ApplyReservation only",
+        ))
     }
 
     async fn start_cleaning(
         &self,
         _: Request<StartCleaningRequest>,
     ) -> Result<Response<CommandReply>, Status> {
-        Err(Status::unimplemented("the peer serves ApplyReservation only"))
+        Err(Status::unimplemented(
+            "the peer serves ApplyReservation only",
+        ))
     }
 
     async fn complete_cleaning(
         &self,
         _: Request<CompleteCleaningRequest>,
     ) -> Result<Response<CommandReply>, Status> {
-        Err(Status::unimplemented("the peer serves ApplyReservation only"))
+        Err(Status::unimplemented(
+            "the peer serves ApplyReservation only",
+        ))
     }
 }
 
