@@ -9,7 +9,8 @@
 //!
 //! `target/release/bench peers` puts the event store beside UmaDB and PostgreSQL used as an
 //! event store (one table, `unique (stream, version)`), the same conditional appends in the
-//! same run (under `pg_virtualenv -o fsync=on`; UmaDB installed by `bench/peers/install`).
+//! same run, then `ApplyReservation` beside the same flow written on cqrs-es with postgres-es
+//! (under `pg_virtualenv -o fsync=on`; the peers installed by `bench/peers/install`).
 //!
 //! `target/release/bench tracing` measures `ApplyReservation` with traces exported over OTLP
 //! against without, alternated run by run (under `pg_virtualenv -o fsync=on`).
@@ -64,8 +65,9 @@ enum Target {
     /// Persistent subscriptions of the embedded event store: acknowledged events/s with 1 and
     /// 4 consumers, and live delivery latency.
     Persistent(event_store_bench::PersistentOptions),
-    /// The event store beside UmaDB and PostgreSQL used as an event store, in one run (needs
-    /// PostgreSQL, `pg_virtualenv -o fsync=on`, and `bench/peers/install`).
+    /// The event store beside UmaDB and PostgreSQL used as an event store, and ApplyReservation
+    /// beside cqrs-es with postgres-es, in one run (needs PostgreSQL, `pg_virtualenv -o
+    /// fsync=on`, and `bench/peers/install`).
     Peers(peers_bench::Options),
     /// ApplyReservation end to end: client -> command side -> payment -> event store.
     Commands(commands_bench::Options),
