@@ -69,22 +69,17 @@ pub fn run(options: Options, runs: usize) -> anyhow::Result<()> {
                 uma.push(umadb_peer(&umadb, &driver, appenders, length).await?);
                 pg.push(postgres(appenders, length).await?);
             }
-            let rate = |r: &[(f64, f64)]| median(&mut r.iter().map(|x| x.0).collect::<Vec<_>>());
-            let p99 = |r: &[(f64, f64)]| median(&mut r.iter().map(|x| x.1).collect::<Vec<_>>());
-            let cell = |r: &[(f64, f64)]| {
-                let runs: Vec<String> = r.iter().map(|x| format!("{:.0}", x.0)).collect();
-                format!("{:.0} events/s ({})", rate(r), runs.join(", "))
-            };
+            let (ours, uma, pg) = (Runs::of(&ours), Runs::of(&uma), Runs::of(&pg));
             println!(
                 "| {appenders} | {} | {} | {} | {:.2}x | {:.2}x | {:.2} ms | {:.2} ms | {:.2} ms |",
-                cell(&ours),
-                cell(&uma),
-                cell(&pg),
-                rate(&ours) / rate(&uma),
-                rate(&ours) / rate(&pg),
-                p99(&ours),
-                p99(&uma),
-                p99(&pg),
+                ours.cell("events/s"),
+                uma.cell("events/s"),
+                pg.cell("events/s"),
+                ours.rate() / uma.rate(),
+                ours.rate() / pg.rate(),
+                ours.p99(),
+                uma.p99(),
+                pg.p99(),
             );
         }
         println!();
@@ -108,21 +103,17 @@ pub fn run(options: Options, runs: usize) -> anyhow::Result<()> {
                         .await?,
                 );
             }
-            let rate =
-                |r: &[(f64, f64, f64)]| median(&mut r.iter().map(|x| x.0).collect::<Vec<_>>());
-            let p99 =
-                |r: &[(f64, f64, f64)]| median(&mut r.iter().map(|x| x.2).collect::<Vec<_>>());
-            let cell = |r: &[(f64, f64, f64)]| {
-                let runs: Vec<String> = r.iter().map(|x| format!("{:.0}", x.0)).collect();
-                format!("{:.0} commands/s ({})", rate(r), runs.join(", "))
-            };
+            // (commands/s, p50, p99) -> (commands/s, p99)
+            let rate_and_p99 = |r: &[(f64, f64, f64)]| r.iter().map(|x| (x.0, x.2)).collect::<Vec<_>>();
+            let ours = Runs::of(&rate_and_p99(&ours));
+            let theirs = Runs::of(&rate_and_p99(&theirs));
             println!(
                 "| {clients} | {} | {} | {:.2}x | {:.2} ms | {:.2} ms |",
-                cell(&ours),
-                cell(&theirs),
-                rate(&ours) / rate(&theirs),
-                p99(&ours),
-                p99(&theirs),
+                ours.cell("commands/s"),
+                theirs.cell("commands/s"),
+                ours.rate() / theirs.rate(),
+                ours.p99(),
+                theirs.p99(),
             );
         }
         Ok(())
@@ -171,6 +162,29 @@ async fn embedded_store(appenders: usize, length: Duration) -> anyhow::Result<(f
         }));
     }
     collect(tasks, Instant::now()).await
+}
+
+/// One system's runs of one measurement: each run's rate and p99 (ms).
+struct Runs(Vec<(f64, f64)>);
+
+impl Runs {
+    fn of(runs: &[(f64, f64)]) -> Runs {
+        Runs(runs.to_vec())
+    }
+
+    fn rate(&self) -> f64 {
+        median(&mut self.0.iter().map(|r| r.0).collect::<Vec<_>>())
+    }
+
+    fn p99(&self) -> f64 {
+        median(&mut self.0.iter().map(|r| r.1).collect::<Vec<_>>())
+    }
+
+    /// The median rate with every run's, as the table shows them.
+    fn cell(&self, unit: &str) -> String {
+        let runs: Vec<String> = self.0.iter().map(|r| format!("{:.0}", r.0)).collect();
+        format!("{:.0} {unit} ({})", self.rate(), runs.join(", "))
+    }
 }
 
 /// A peer's binary in `target/peers` (`bench/peers/install` puts them there).

@@ -55,6 +55,16 @@ pub fn apply_all(out: &mut Statements, events: &[Applied<'_>]) {
     new_rows.write(out);
 }
 
+/// One field of every held item, as the array a statement `unnest`s.
+macro_rules! column {
+    ($items:expr, $field:ident) => {
+        $items
+            .iter()
+            .map(|item| item.$field.clone())
+            .collect::<Vec<_>>()
+    };
+}
+
 /// A payment event, as the dashboard's tables take it.
 struct PaymentChange {
     payment_id: uuid::Uuid,
@@ -158,11 +168,6 @@ impl PaymentChanges {
         let changes = std::mem::take(&mut self.changes);
         self.payments.clear();
         self.reservations.clear();
-        macro_rules! array {
-            ($field:ident) => {
-                changes.iter().map(|c| c.$field.clone()).collect::<Vec<_>>()
-            };
-        }
         out.push(
             "INSERT INTO payments_by_day (day, approved, approved_cents, refunded, refunded_cents)
              SELECT (c.at AT TIME ZONE 'UTC')::date,
@@ -183,11 +188,11 @@ impl PaymentChanges {
                  refunded = payments_by_day.refunded + excluded.refunded,
                  refunded_cents = payments_by_day.refunded_cents + excluded.refunded_cents",
             params![
-                array!(payment_id),
-                array!(status),
-                array!(amount_cents),
-                array!(at),
-                array!(position)
+                column!(changes, payment_id),
+                column!(changes, status),
+                column!(changes, amount_cents),
+                column!(changes, at),
+                column!(changes, position)
             ],
         );
         // A kind is only ever 'unknown' when the event named none: the row keeps its own.
@@ -208,14 +213,14 @@ impl PaymentChanges {
                  updated_at = excluded.updated_at
              WHERE payments.last_position < excluded.last_position",
             params![
-                array!(payment_id),
-                array!(reservation_id),
-                array!(amount_cents),
-                array!(kind),
-                array!(status),
-                array!(decline_reason),
-                array!(position),
-                array!(at)
+                column!(changes, payment_id),
+                column!(changes, reservation_id),
+                column!(changes, amount_cents),
+                column!(changes, kind),
+                column!(changes, status),
+                column!(changes, decline_reason),
+                column!(changes, position),
+                column!(changes, at)
             ],
         );
         out.push(
@@ -226,11 +231,11 @@ impl PaymentChanges {
                   AS c (payment_id, status, kind, at, position)
              WHERE d.payment_id = c.payment_id AND d.last_position < c.position",
             params![
-                array!(payment_id),
-                array!(status),
-                array!(kind),
-                array!(at),
-                array!(position)
+                column!(changes, payment_id),
+                column!(changes, status),
+                column!(changes, kind),
+                column!(changes, at),
+                column!(changes, position)
             ],
         );
     }
@@ -271,58 +276,74 @@ impl NewRows {
         let Event::Reservation(event) = applied.event else {
             return false;
         };
-        if let ReservationEvent::CleaningRequested(r) = event {
-            let id = r.reservation_id.uuid();
-            if self.by_reservation.contains_key(&id) {
-                // Requested twice: the second changes nothing, as its insert would not.
-                return true;
-            }
-            self.by_reservation.insert(id, self.rows.len());
-            self.payments.insert(r.payment_id.uuid());
-            self.rows.push(NewRow {
-                reservation_id: id,
-                customer_id: r.customer_id.uuid(),
-                customer_name: r.customer_name.expose().cloned(),
-                place: r.place.expose().cloned(),
-                personal_erased: r.customer_name.is_erased() || r.place.is_erased(),
-                request_date: r.request_date,
-                price_cents: r.price.cents() as i64,
-                status: ReservationStatus::Requested.as_str(),
-                cleaner: None,
-                cancel_reason: None,
-                payment_id: r.payment_id.uuid(),
-                requested_at: at,
-                updated_at: at,
-                last_position: p,
-                requested_position: p,
-            });
-            return true;
-        }
-        let id = match event {
-            ReservationEvent::CleaningRequested(_) => return false,
-            ReservationEvent::CleaningStarted { reservation_id, .. }
-            | ReservationEvent::CleaningCompleted { reservation_id }
-            | ReservationEvent::ReservationCancelled { reservation_id, .. } => {
-                reservation_id.uuid()
-            }
-        };
-        let Some(row) = self.by_reservation.get(&id).map(|&i| &mut self.rows[i]) else {
-            return false;
-        };
         match event {
-            ReservationEvent::CleaningRequested(_) => return false,
-            ReservationEvent::CleaningStarted { cleaner, .. } => {
+            ReservationEvent::CleaningRequested(r) => {
+                self.hold(r, p, at);
+                true
+            }
+            ReservationEvent::CleaningStarted {
+                reservation_id,
+                cleaner,
+            } => self.change(reservation_id.uuid(), p, at, |row| {
                 row.status = ReservationStatus::CleaningStarted.as_str();
                 row.cleaner = cleaner.clone();
+            }),
+            ReservationEvent::CleaningCompleted { reservation_id } => {
+                self.change(reservation_id.uuid(), p, at, |row| {
+                    row.status = ReservationStatus::CleaningCompleted.as_str();
+                })
             }
-            ReservationEvent::CleaningCompleted { .. } => {
-                row.status = ReservationStatus::CleaningCompleted.as_str();
-            }
-            ReservationEvent::ReservationCancelled { reason, .. } => {
+            ReservationEvent::ReservationCancelled {
+                reservation_id,
+                reason,
+            } => self.change(reservation_id.uuid(), p, at, |row| {
                 row.status = ReservationStatus::Cancelled.as_str();
                 row.cancel_reason = Some(reason.clone());
-            }
+            }),
         }
+    }
+
+    /// A new reservation's row. Requested twice: the second changes nothing, as its insert
+    /// would not.
+    fn hold(&mut self, r: &domain::reservation::CleaningRequested, p: i64, at: DateTime<Utc>) {
+        let id = r.reservation_id.uuid();
+        if self.by_reservation.contains_key(&id) {
+            return;
+        }
+        self.by_reservation.insert(id, self.rows.len());
+        self.payments.insert(r.payment_id.uuid());
+        self.rows.push(NewRow {
+            reservation_id: id,
+            customer_id: r.customer_id.uuid(),
+            customer_name: r.customer_name.expose().cloned(),
+            place: r.place.expose().cloned(),
+            personal_erased: r.customer_name.is_erased() || r.place.is_erased(),
+            request_date: r.request_date,
+            price_cents: r.price.cents() as i64,
+            status: ReservationStatus::Requested.as_str(),
+            cleaner: None,
+            cancel_reason: None,
+            payment_id: r.payment_id.uuid(),
+            requested_at: at,
+            updated_at: at,
+            last_position: p,
+            requested_position: p,
+        });
+    }
+
+    /// Applies `change` to the held row of `reservation`; `false` when none is held.
+    fn change(
+        &mut self,
+        reservation: uuid::Uuid,
+        p: i64,
+        at: DateTime<Utc>,
+        change: impl FnOnce(&mut NewRow),
+    ) -> bool {
+        let Some(&i) = self.by_reservation.get(&reservation) else {
+            return false;
+        };
+        let row = &mut self.rows[i];
+        change(row);
         row.updated_at = at;
         row.last_position = p;
         true
@@ -364,18 +385,13 @@ impl NewRows {
         let rows = std::mem::take(&mut self.rows);
         self.by_reservation.clear();
         self.payments.clear();
-        macro_rules! array {
-            ($field:ident) => {
-                rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()
-            };
-        }
         out.push(
             "INSERT INTO reservations_by_status (status, reservations)
              SELECT r.status, count(*) FROM unnest($1::uuid[], $2::text[]) AS r (reservation_id, status)
              WHERE NOT EXISTS (SELECT 1 FROM dashboard d WHERE d.reservation_id = r.reservation_id)
              GROUP BY r.status
              ON CONFLICT (status) DO UPDATE SET reservations = reservations_by_status.reservations + excluded.reservations",
-            params![array!(reservation_id), array!(status)],
+            params![column!(rows, reservation_id), column!(rows, status)],
         );
         out.push(
             "INSERT INTO dashboard (reservation_id, customer_id, customer_name, place, personal_erased,
@@ -394,21 +410,21 @@ impl NewRows {
              LEFT JOIN payments p ON p.payment_id = r.payment_id
              ON CONFLICT (reservation_id) DO NOTHING",
             params![
-                array!(reservation_id),
-                array!(customer_id),
-                array!(customer_name),
-                array!(place),
-                array!(personal_erased),
-                array!(request_date),
-                array!(price_cents),
-                array!(status),
-                array!(cleaner),
-                array!(cancel_reason),
-                array!(payment_id),
-                array!(requested_at),
-                array!(updated_at),
-                array!(last_position),
-                array!(requested_position)
+                column!(rows, reservation_id),
+                column!(rows, customer_id),
+                column!(rows, customer_name),
+                column!(rows, place),
+                column!(rows, personal_erased),
+                column!(rows, request_date),
+                column!(rows, price_cents),
+                column!(rows, status),
+                column!(rows, cleaner),
+                column!(rows, cancel_reason),
+                column!(rows, payment_id),
+                column!(rows, requested_at),
+                column!(rows, updated_at),
+                column!(rows, last_position),
+                column!(rows, requested_position)
             ],
         );
         // The payment was recorded before its reservation: it learns whose it is.
@@ -416,7 +432,7 @@ impl NewRows {
             "UPDATE payments p SET customer_id = r.customer_id
              FROM unnest($1::uuid[], $2::uuid[]) AS r (payment_id, customer_id)
              WHERE p.payment_id = r.payment_id",
-            params![array!(payment_id), array!(customer_id)],
+            params![column!(rows, payment_id), column!(rows, customer_id)],
         );
     }
 }
