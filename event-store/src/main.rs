@@ -39,11 +39,12 @@ struct Args {
     #[arg(long, env = "EVENT_STORE_MAX_APPEND_SIZE", default_value_t = AppendLimits::default().max_append_size)]
     max_append_size: usize,
     /// Run the system projections ($by_category, $by_event_type, $streams, $stream_by_category)
-    /// and serve the Projections service: `--system-projections false` turns both off.
+    /// and serve the Projections service (off by default, as on the real server; like its
+    /// `--run-projections=System --start-standard-projections=true` when on).
     #[arg(
         long,
         env = "EVENT_STORE_SYSTEM_PROJECTIONS",
-        default_value_t = true,
+        default_value_t = false,
         action = clap::ArgAction::Set
     )]
     system_projections: bool,

@@ -9,7 +9,9 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use common::{start_binary, TestStore};
+use common::{start_binary_with, TestStore};
+
+const WITH_PROJECTIONS: &[&str] = &["--system-projections", "true"];
 use event_store::server::ServerOptions;
 use kurrentdb::{
     AppendToStreamOptions, Client, DeleteStreamOptions, EventData, ProjectionClient,
@@ -524,12 +526,8 @@ async fn user_projections_are_refused_with_the_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_the_setting_off_nothing_is_linked_and_the_service_is_absent() {
-    let options = ServerOptions {
-        system_projections: false,
-        ..ServerOptions::default()
-    };
-    let s = TestStore::start_with(options, "").await;
+async fn by_default_as_on_the_real_server_nothing_is_linked_and_the_service_is_absent() {
+    let s = TestStore::start_with(ServerOptions::default(), "").await;
     let c = &s.client;
     append(c, "order-1", vec![json("OrderPlaced", 0)]).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -560,7 +558,7 @@ async fn kill_9_under_concurrent_appends_links_every_event_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let rounds = 3u64;
     for round in 0..rounds {
-        let (mut child, client) = start_binary(dir.path()).await;
+        let (mut child, client) = start_binary_with(dir.path(), WITH_PROJECTIONS).await;
         let mut writers = Vec::new();
         for w in 0..WRITERS {
             let client = client.clone();
@@ -588,7 +586,7 @@ async fn kill_9_under_concurrent_appends_links_every_event_exactly_once() {
         }
     }
 
-    let (mut child, client) = start_binary(dir.path()).await;
+    let (mut child, client) = start_binary_with(dir.path(), WITH_PROJECTIONS).await;
     // What is in the log after the kills: every link must name these, once each.
     let mut by_category: HashMap<String, Vec<String>> = HashMap::new();
     let mut by_type: HashMap<String, Vec<String>> = HashMap::new();

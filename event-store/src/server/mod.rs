@@ -49,7 +49,8 @@ pub struct ServerOptions {
     pub credentials: Option<Credentials>,
     pub limits: AppendLimits,
     /// Runs the system projections (`$ce-`, `$et-`, `$streams`, `$category-`) and serves the
-    /// `Projections` service; when off, neither exists, as on a real server without projections.
+    /// `Projections` service. Off by default, as on the real server (`RunProjections=None`):
+    /// their links double the writes behind every append, for readers few applications have.
     pub system_projections: bool,
 }
 
@@ -59,7 +60,7 @@ impl Default for ServerOptions {
             tls: None,
             credentials: None,
             limits: AppendLimits::default(),
-            system_projections: true,
+            system_projections: false,
         }
     }
 }

@@ -17,9 +17,18 @@ pub struct TestStore {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// The system projections running (`--system-projections true`), so that `$all` holds their
+/// links beside what a test writes, as on a server that runs them.
+fn with_projections() -> ServerOptions {
+    ServerOptions {
+        system_projections: true,
+        ..ServerOptions::default()
+    }
+}
+
 impl TestStore {
     pub async fn start() -> TestStore {
-        Self::start_with(ServerOptions::default(), "").await
+        Self::start_with(with_projections(), "").await
     }
 
     /// `userinfo` is put in the connection string, e.g. `admin:changeit@`.
@@ -33,25 +42,17 @@ impl TestStore {
     /// A store without the system projections: `$all` holds only what the test writes, for
     /// tests of `$all` itself (positions, filters, the last event).
     pub async fn start_without_projections() -> TestStore {
-        let options = ServerOptions {
-            system_projections: false,
-            ..ServerOptions::default()
-        };
-        Self::start_with(options, "").await
+        Self::start_with(ServerOptions::default(), "").await
     }
 
     /// A store on data that outlives it: stop it, then start another on the same `dir`.
     pub async fn start_in(dir: &std::path::Path) -> TestStore {
-        Self::serve(dir, ServerOptions::default(), "").await
+        Self::serve(dir, with_projections(), "").await
     }
 
     /// On data that outlives it, without the system projections' links (to count events).
     pub async fn start_in_without_projections(dir: &std::path::Path) -> TestStore {
-        let options = ServerOptions {
-            system_projections: false,
-            ..ServerOptions::default()
-        };
-        Self::serve(dir, options, "").await
+        Self::serve(dir, ServerOptions::default(), "").await
     }
 
     async fn serve(dir: &std::path::Path, options: ServerOptions, userinfo: &str) -> TestStore {
@@ -121,6 +122,14 @@ pub fn stream_name(prefix: &str) -> String {
 
 /// The real binary on `dir`, started and accepting connections; killed when dropped.
 pub async fn start_binary(dir: &std::path::Path) -> (tokio::process::Child, Client) {
+    start_binary_with(dir, &[]).await
+}
+
+/// The real binary on `dir` with further command-line arguments.
+pub async fn start_binary_with(
+    dir: &std::path::Path,
+    args: &[&str],
+) -> (tokio::process::Child, Client) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -128,6 +137,7 @@ pub async fn start_binary(dir: &std::path::Path) -> (tokio::process::Child, Clie
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_event-store"))
         .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(dir)
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
