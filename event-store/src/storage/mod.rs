@@ -1,10 +1,13 @@
 //! Durable storage for the event store, on the `redb` embedded database.
 //!
 //! One writer thread owns every write and batches whatever appends are waiting into a single
-//! transaction with a single fsync (group commit); a reply is sent only after that commit, so an
-//! acknowledged event survives a crash. Readers work on snapshots and never block the writer.
-//! Nothing at start-up scans the log: counters are kept in a small table.
+//! transaction (group commit), made durable by one synced write to the journal (see
+//! [`journal`]); a reply is sent only after that sync, so an acknowledged event survives a
+//! crash. Readers work on snapshots and never block the writer, and see a commit only once it
+//! is durable. Nothing at start-up scans the log: counters are kept in a small table, and the
+//! journal holds at most the commits since the last checkpoint.
 
+mod journal;
 mod record;
 mod scavenge;
 mod snapshot;
@@ -223,7 +226,9 @@ impl Store {
             path: dir.join("events.redb"),
             cache_bytes,
         };
+        let mut journal = journal::Journal::open(&dir.join("journal"))?;
         let db = Arc::new(opener.open()?);
+        journal.recover(&db)?;
         let counters = writer::Counters::initialise(&db)?;
         let (head_tx, head_rx) = watch::channel(counters.head());
         let (tx, rx) = mpsc::channel(4096);
@@ -231,7 +236,7 @@ impl Store {
         let writer_db = db.clone();
         std::thread::Builder::new()
             .name("event-store-writer".into())
-            .spawn(move || writer::run(writer_db, opener, counters, rx, head_tx))
+            .spawn(move || writer::run(writer_db, opener, journal, counters, rx, head_tx))
             .map_err(|e| StoreError::Storage(format!("cannot start the writer: {e}")))?;
         Ok(Store {
             db,

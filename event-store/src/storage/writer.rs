@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prost::Message;
-use redb::{Database, ReadableTable, Table, WriteTransaction};
+use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{mpsc, watch};
 
+use super::journal::{Journal, Ops};
 use super::record::{
     is_metastream, now_ticks, StoredEvent, StreamInfo, StreamRecord, DELETED, TOMBSTONE_REVISION,
 };
@@ -43,7 +44,9 @@ pub struct Counters {
 impl Counters {
     /// Creates the tables on first use and reads the counters back.
     pub fn initialise(db: &Database) -> Result<Counters, StoreError> {
-        let txn = db.begin_write()?;
+        let mut txn = db.begin_write()?;
+        // Creating the tables is done again on the next start if it is lost: no sync needed.
+        non_durable(&mut txn)?;
         let counters = {
             txn.open_table(EVENTS)?;
             txn.open_table(STREAMS)?;
@@ -66,12 +69,19 @@ impl Counters {
         self.next_position - 1
     }
 
-    fn save(&self, txn: &WriteTransaction) -> Result<(), StoreError> {
+    fn save(&self, txn: &WriteTransaction, ops: &mut Ops) -> Result<(), StoreError> {
         let mut table = txn.open_table(COUNTERS)?;
         table.insert("next_position", self.next_position)?;
         table.insert("next_stream_id", self.next_stream_id)?;
+        ops.counter("next_position", self.next_position);
+        ops.counter("next_stream_id", self.next_stream_id);
         Ok(())
     }
+}
+
+fn non_durable(txn: &mut WriteTransaction) -> Result<(), StoreError> {
+    txn.set_durability(Durability::None)
+        .map_err(|e| StoreError::Storage(e.to_string()))
 }
 
 /// What the writer remembers between transactions. After a failed commit it is dropped, since
@@ -110,11 +120,13 @@ const REOPEN_EVERY: Duration = Duration::from_millis(500);
 pub fn run(
     shared: SharedDatabase,
     opener: Opener,
+    mut journal: Journal,
     mut counters: Counters,
     mut commands: mpsc::Receiver<WriteCommand>,
     head: watch::Sender<u64>,
 ) {
     let mut memory = Memory::default();
+    let mut ops = Ops::default();
     let mut group = Vec::with_capacity(MAX_GROUP);
     // The database could not be reopened after a failed write: why, and when it was tried.
     let mut broken: Option<(StoreError, Instant)> = None;
@@ -130,7 +142,7 @@ pub fn run(
         }
         let refusal = match &broken {
             Some((cause, tried)) if tried.elapsed() < REOPEN_EVERY => Some(cause.clone()),
-            Some(_) => match reopen(&shared, &opener) {
+            Some(_) => match reopen(&shared, &opener, &mut journal) {
                 Ok(reopened) => {
                     counters = reopened;
                     broken = None;
@@ -155,8 +167,8 @@ pub fn run(
         };
         full = false;
         let mut next = counters;
-        match commit_group(&db, &mut next, &mut memory, &group) {
-            Ok(outcomes) => {
+        match commit_group(&db, &mut next, &mut memory, &mut journal, &mut ops, &group) {
+            Ok((outcomes, unapplied)) => {
                 counters = next;
                 head.send_if_modified(|h| {
                     let moved = *h != counters.head();
@@ -165,6 +177,17 @@ pub fn run(
                 });
                 for (command, outcome) in group.drain(..).zip(outcomes) {
                     answer(command, outcome);
+                }
+                if let Some(e) = unapplied {
+                    // Durable in the journal, but the database refused it: reopening applies
+                    // the journal again.
+                    tracing::error!(error = %e, "a journaled commit failed in the database; reopening it");
+                    memory = Memory::default();
+                    drop(db);
+                    match reopen(&shared, &opener, &mut journal) {
+                        Ok(reopened) => counters = reopened,
+                        Err(failed) => broken = Some((failed, Instant::now())),
+                    }
                 }
             }
             Err(e) => {
@@ -175,7 +198,7 @@ pub fn run(
                     // reopen at once, so that reads go on.
                     drop(db);
                     full = e == StoreError::DiskFull;
-                    match reopen(&shared, &opener) {
+                    match reopen(&shared, &opener, &mut journal) {
                         Ok(reopened) => counters = reopened,
                         Err(failed) => broken = Some((failed, Instant::now())),
                     }
@@ -186,12 +209,33 @@ pub fn run(
             }
         }
     }
+    // Stopping: everything into the database, so that the next start has nothing to apply.
+    let db = shared.read().ok().and_then(|db| db.clone());
+    if let (Some(db), None) = (db, &broken) {
+        if let Err(e) = checkpoint(&db, &mut journal) {
+            tracing::warn!(error = %e, "the last checkpoint failed; the journal keeps the commits");
+        }
+    }
+}
+
+/// A durable commit of everything so far, after which the journal starts again.
+fn checkpoint(db: &Database, journal: &mut Journal) -> Result<(), StoreError> {
+    let txn = db.begin_write()?;
+    journal.save_seq(&txn, None)?;
+    txn.commit()?;
+    journal.checkpointed();
+    Ok(())
 }
 
 /// Closes the database and opens it again, as redb requires after a failed write: opening
-/// repairs it to its last commit. Readers are refused for the moment it takes; their
-/// snapshots of the old file must end before it closes.
-fn reopen(shared: &SharedDatabase, opener: &Opener) -> Result<Counters, StoreError> {
+/// repairs it to its last durable commit, and the journal's later entries are applied again.
+/// Readers are refused for the moment it takes; their snapshots of the old file must end
+/// before it closes.
+fn reopen(
+    shared: &SharedDatabase,
+    opener: &Opener,
+    journal: &mut Journal,
+) -> Result<Counters, StoreError> {
     let old = shared.write().map_err(|_| StoreError::Closed)?.take();
     drop(old);
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -208,6 +252,7 @@ fn reopen(shared: &SharedDatabase, opener: &Opener) -> Result<Counters, StoreErr
             }
         }
     };
+    journal.recover(&db)?;
     let counters = Counters::initialise(&db);
     *shared.write().map_err(|_| StoreError::Closed)? = Some(Arc::new(db));
     counters
@@ -249,22 +294,26 @@ fn refuse(command: WriteCommand, error: StoreError) {
     }
 }
 
-/// Applies every command of the group in one transaction and commits it durably. A command
-/// refused by a check writes nothing; a storage failure aborts the whole group.
+/// Applies every command of the group in one transaction and makes it durable: in the journal
+/// when it fits there, else (a checkpoint) in the database itself. A command refused by a check
+/// writes nothing; a storage failure before the commit is durable aborts the whole group. Also
+/// returns the database's failure to take a commit already durable in the journal.
 fn commit_group(
     db: &Database,
     counters: &mut Counters,
     memory: &mut Memory,
+    journal: &mut Journal,
+    ops: &mut Ops,
     group: &[WriteCommand],
-) -> Result<Vec<Answer>, StoreError> {
-    let txn = db.begin_write()?;
-    // redb's default one-phase commit: the pages and the new header (with the checksums that
-    // tell a torn commit) go out with one fsync. Quick-repair (the allocator state recorded
-    // with every commit) would make opening after a crash immediate, but forces a two-phase
-    // commit, a second fsync, and more pages per commit: a lone append cost about 40% more
-    // (BENCHMARKS.md, "Event store beside its peers"). Opening after a crash instead walks the
-    // file to rebuild the allocator state, about 0.3 s per million events, within the bounded
-    // page cache.
+) -> Result<(Vec<Answer>, Option<StoreError>), StoreError> {
+    let mut txn = db.begin_write()?;
+    ops.clear();
+    // A checkpoint is redb's default one-phase commit: the pages and the new header (with the
+    // checksums that tell a torn commit) go out with one fsync. Quick-repair (the allocator
+    // state recorded with every commit) would make opening after a crash immediate, but forces
+    // a two-phase commit and a second fsync. Opening after a crash instead walks the file to
+    // rebuild the allocator state, about 0.3 s per million events, within the bounded page
+    // cache.
     let outcomes = {
         let mut tables = Tables {
             events: txn.open_table(EVENTS)?,
@@ -281,6 +330,7 @@ fn commit_group(
             },
             counters,
             memory,
+            ops,
             now: now_ticks(),
         };
         let mut outcomes = Vec::with_capacity(group.len());
@@ -305,9 +355,24 @@ fn commit_group(
         }
         outcomes
     };
-    counters.save(&txn)?;
-    txn.commit()?;
-    Ok(outcomes)
+    counters.save(&txn, ops)?;
+    if !journal.fits(ops) {
+        journal.save_seq(&txn, None)?;
+        txn.commit()?;
+        journal.checkpointed();
+        return Ok((outcomes, None));
+    }
+    journal.save_seq(&txn, Some(journal.next_seq()))?;
+    if let Err(refused) = journal.append(ops) {
+        // Not durable: the group is refused, and a durable commit marks the entry, which may
+        // have reached the disk all the same, as never to be applied.
+        drop(txn);
+        checkpoint(db, journal)?;
+        return Err(refused);
+    }
+    // Durable now. The database keeps it in memory until the next checkpoint.
+    let applied = non_durable(&mut txn).and_then(|()| Ok(txn.commit()?));
+    Ok((outcomes, applied.err()))
 }
 
 /// The tables of one write transaction. Methods return `Err` only for storage failures; a
@@ -319,6 +384,8 @@ struct Tables<'txn, 'w> {
     records: Option<Table<'txn, &'static str, &'static [u8]>>,
     counters: &'w mut Counters,
     memory: &'w mut Memory,
+    /// What the transaction puts in the tables, for the journal.
+    ops: &'w mut Ops,
     now: i64,
 }
 
@@ -370,8 +437,9 @@ impl Tables<'_, '_> {
         record_changed: bool,
     ) -> Result<(), StoreError> {
         if record_changed {
-            self.streams
-                .insert(name, info.record().encode_to_vec().as_slice())?;
+            let record = info.record().encode_to_vec();
+            self.streams.insert(name, record.as_slice())?;
+            self.ops.stream(name, &record);
         }
         self.memory.remember_stream(name, info);
         Ok(())
@@ -477,6 +545,7 @@ impl Tables<'_, '_> {
                 .ok_or_else(|| StoreError::Storage("the records table is not open".into()))?;
             for (key, value) in records {
                 table.insert(key.as_str(), value.as_ref())?;
+                self.ops.record(key, value);
             }
         }
         Ok(Ok(outcomes))
@@ -535,9 +604,11 @@ impl Tables<'_, '_> {
             custom_metadata: event.custom_metadata.clone(),
             data: event.data.clone(),
         };
-        self.events
-            .insert(position, stored.encode_to_vec().as_slice())?;
+        let stored = stored.encode_to_vec();
+        self.events.insert(position, stored.as_slice())?;
         self.stream_events.insert((stream_id, revision), position)?;
+        self.ops.event(position, &stored);
+        self.ops.index(stream_id, revision, position);
         self.memory.remember_id(stream_id, event.id, revision);
         Ok(position)
     }
