@@ -166,6 +166,80 @@ impl<K: KeyStore> Executor<K> {
     }
 }
 
+impl<K: KeyStore> Executor<K> {
+    /// [`Executor::execute_with`] for a command that starts its stream, shaped for the usual
+    /// case, a request seen for the first time: no read before the append, whose expected
+    /// revision ("no stream") checks that nothing is there. Anything else is answered from the
+    /// stream as `execute_with` answers it: when the stream exists, it runs (`step` again
+    /// included, which must therefore be safe to repeat); when `step` or the decision refuses,
+    /// a retry of a recorded request still gets its original result, whatever happened since.
+    pub async fn execute_new<A, F, Fut>(
+        &self,
+        target: &Target<A>,
+        context: &RequestContext,
+        refusal: impl Fn(A::Error) -> CommandError,
+        step: F,
+    ) -> Result<Executed<A>, CommandError>
+    where
+        A: Aggregate,
+        A::Event: Into<Event> + TryFrom<Event>,
+        F: Fn(&A) -> Fut,
+        Fut: Future<Output = Result<Option<A::Command>, CommandError>>,
+    {
+        match self.try_new(target, context, &refusal, &step).await {
+            Ok(Some(executed)) => Ok(executed),
+            // The stream exists (a retry, or nothing to do): from the stream.
+            Ok(None) => self.execute_with(target, context, refusal, step).await,
+            Err(refused) => {
+                let loaded = self.load(target, context, &refusal).await?;
+                match loaded.earlier_result(context.request_id, &target.stream) {
+                    Some(earlier) => Ok(Executed {
+                        written: earlier,
+                        state: loaded.state,
+                    }),
+                    None => Err(refused),
+                }
+            }
+        }
+    }
+
+    /// The first append of a new stream, decided on the empty aggregate; `None` when the stream
+    /// turned out to exist or there was nothing to write.
+    async fn try_new<A, F, Fut>(
+        &self,
+        target: &Target<A>,
+        context: &RequestContext,
+        refusal: &impl Fn(A::Error) -> CommandError,
+        step: &F,
+    ) -> Result<Option<Executed<A>>, CommandError>
+    where
+        A: Aggregate,
+        A::Event: Into<Event> + TryFrom<Event>,
+        F: Fn(&A) -> Fut,
+        Fut: Future<Output = Result<Option<A::Command>, CommandError>>,
+    {
+        let mut state = A::default();
+        let Some(command) = step(&state).await? else {
+            return Ok(None);
+        };
+        let decided = state.decide(&command).map_err(refusal)?;
+        if decided.is_empty() {
+            return Ok(None);
+        }
+        let new: Vec<Event> = decided.iter().cloned().map(Into::into).collect();
+        match self.store.append(&target.stream, None, &new, context).await {
+            Ok(written) => {
+                for event in &decided {
+                    state.apply(event);
+                }
+                Ok(Some(Executed { written, state }))
+            }
+            Err(StoreError::Conflict) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 /// What running a command came to: where its stream stands, and the aggregate there.
 #[derive(Debug)]
 pub struct Executed<A> {

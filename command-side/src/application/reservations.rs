@@ -52,10 +52,11 @@ fn refusal(error: ReservationError) -> CommandError {
 }
 
 impl<K: KeyStore> Reservations<K> {
-    /// Pays, then records the reservation. A retried request pays nothing twice (its recorded
-    /// result is found before paying, and the payment answers with its recorded decision) and
-    /// records nothing twice; a forgotten customer is refused before any money moves; the
-    /// customer's key is made (a durable write) while the payment runs.
+    /// Pays, then records the reservation. A retried request pays nothing twice (the payment
+    /// answers with its recorded decision) and records nothing twice (the reservation's stream
+    /// must not exist yet; when it does, the retry gets its original result); a forgotten
+    /// customer is refused before any money moves; the customer's key is made (a durable write)
+    /// while the payment runs. A new request reads no stream of the command side's own.
     pub async fn apply(
         &self,
         context: &RequestContext,
@@ -96,9 +97,10 @@ impl<K: KeyStore> Reservations<K> {
                     )));
                 }
                 if paid.refunded {
-                    // Not this request recorded and refunded since (its result was found
-                    // above): its reservation was never recorded, and the payment was refunded
-                    // as an orphan. It must not be reused.
+                    // Unless this request was recorded and refunded since (then the refusal
+                    // gives way to its original result, found in its stream), its reservation
+                    // was never recorded and the payment was refunded as an orphan. It must not
+                    // be reused.
                     return Err(CommandError::Refused(
                         "the payment of this request was refunded, as its reservation was not \
                          recorded in time; apply again with a new request_id"
@@ -111,7 +113,7 @@ impl<K: KeyStore> Reservations<K> {
         let target = target(reservation_id, false);
         let executed = self
             .executor
-            .execute_with(&target, context, refusal, step)
+            .execute_new(&target, context, refusal, step)
             .await?;
         Ok((reservation_id, executed.written))
     }
