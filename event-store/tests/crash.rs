@@ -103,6 +103,46 @@ async fn kill_9_loses_no_acknowledged_event() {
     }
 }
 
+/// Appends larger than the journal (they commit to the database directly) between small ones
+/// (journaled), with the journal filling and starting again: after `kill -9`, every one of them
+/// is there, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_keeps_journaled_and_direct_commits_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, client) = start(dir.path()).await;
+    let mut expected = Vec::new();
+    for n in 0..300u64 {
+        // Every 50th is 2 MiB, twice the journal; the others fill it about every 100.
+        let size = if n % 50 == 25 { 2 << 20 } else { 10 << 10 };
+        let event = EventData::json(
+            "Sized",
+            &serde_json::json!({ "n": n, "filler": "x".repeat(size) }),
+        )
+        .unwrap();
+        client
+            .append_to_stream("sized", &AppendToStreamOptions::default(), event)
+            .await
+            .unwrap();
+        expected.push(n);
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+
+    let (_child, client) = start(dir.path()).await;
+    let mut read = client
+        .read_stream("sized", &ReadStreamOptions::default())
+        .await
+        .unwrap();
+    let mut found = Vec::new();
+    while let Some(e) = read.next().await.unwrap() {
+        let e = e.get_original_event();
+        let data: serde_json::Value = e.as_json().unwrap();
+        assert_eq!(e.revision, found.len() as u64);
+        found.push(data["n"].as_u64().unwrap());
+    }
+    assert_eq!(found, expected);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_it_cleanly_even_with_live_subscriptions() {
     let dir = tempfile::tempdir().unwrap();
