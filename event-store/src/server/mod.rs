@@ -40,8 +40,9 @@ use crate::proto::server_features::server_features_server::ServerFeaturesServer;
 use crate::proto::streams::streams_server::StreamsServer;
 use crate::storage::Store;
 
-/// How the server is exposed.
-#[derive(Clone, Debug)]
+/// How the server is exposed. The default: plaintext, no credentials, the default limits, no
+/// system projections.
+#[derive(Clone, Debug, Default)]
 pub struct ServerOptions {
     /// Certificate and key (PEM) to serve TLS; plaintext HTTP/2 when absent.
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -52,17 +53,6 @@ pub struct ServerOptions {
     /// `Projections` service. Off by default, as on the real server (`RunProjections=None`):
     /// their links double the writes behind every append, for readers few applications have.
     pub system_projections: bool,
-}
-
-impl Default for ServerOptions {
-    fn default() -> Self {
-        ServerOptions {
-            tls: None,
-            credentials: None,
-            limits: AppendLimits::default(),
-            system_projections: false,
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
