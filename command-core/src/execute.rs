@@ -164,9 +164,7 @@ impl<K: KeyStore> Executor<K> {
             }
         }
     }
-}
 
-impl<K: KeyStore> Executor<K> {
     /// [`Executor::execute_with`] for a command that starts its stream, shaped for the usual
     /// case, a request seen for the first time: no read before the append, whose expected
     /// revision ("no stream") checks that nothing is there. Anything else is answered from the
@@ -186,7 +184,16 @@ impl<K: KeyStore> Executor<K> {
         F: Fn(&A) -> Fut,
         Fut: Future<Output = Result<Option<A::Command>, CommandError>>,
     {
-        match self.try_new(target, context, &refusal, &step).await {
+        let fresh = A::default();
+        let first = match step(&fresh).await {
+            Ok(Some(command)) => {
+                self.try_new(target, context, &refusal, fresh, &command)
+                    .await
+            }
+            Ok(None) => Ok(None),
+            Err(refused) => Err(refused),
+        };
+        match first {
             Ok(Some(executed)) => Ok(executed),
             // The stream exists (a retry, or nothing to do): from the stream.
             Ok(None) => self.execute_with(target, context, refusal, step).await,
@@ -203,26 +210,20 @@ impl<K: KeyStore> Executor<K> {
         }
     }
 
-    /// The first append of a new stream, decided on the empty aggregate; `None` when the stream
-    /// turned out to exist or there was nothing to write.
-    async fn try_new<A, F, Fut>(
+    /// The first append of a new stream, `command` decided on the empty aggregate; `None` when
+    /// the stream turned out to exist or there was nothing to write.
+    async fn try_new<A: Aggregate>(
         &self,
         target: &Target<A>,
         context: &RequestContext,
         refusal: &impl Fn(A::Error) -> CommandError,
-        step: &F,
+        mut state: A,
+        command: &A::Command,
     ) -> Result<Option<Executed<A>>, CommandError>
     where
-        A: Aggregate,
-        A::Event: Into<Event> + TryFrom<Event>,
-        F: Fn(&A) -> Fut,
-        Fut: Future<Output = Result<Option<A::Command>, CommandError>>,
+        A::Event: Into<Event>,
     {
-        let mut state = A::default();
-        let Some(command) = step(&state).await? else {
-            return Ok(None);
-        };
-        let decided = state.decide(&command).map_err(refusal)?;
+        let decided = state.decide(command).map_err(refusal)?;
         if decided.is_empty() {
             return Ok(None);
         }

@@ -220,7 +220,12 @@ pub fn run(
 
 /// A durable commit of everything so far, after which the journal starts again.
 fn checkpoint(db: &Database, journal: &mut Journal) -> Result<(), StoreError> {
-    let txn = db.begin_write()?;
+    commit_durably(db.begin_write()?, journal)
+}
+
+/// Commits `txn` to the database durably: it then holds every commit before it, and the
+/// journal starts again.
+fn commit_durably(txn: WriteTransaction, journal: &mut Journal) -> Result<(), StoreError> {
     journal.save_seq(&txn, None)?;
     txn.commit()?;
     journal.checkpointed();
@@ -357,9 +362,7 @@ fn commit_group(
     };
     counters.save(&txn, ops)?;
     if !journal.fits(ops) {
-        journal.save_seq(&txn, None)?;
-        txn.commit()?;
-        journal.checkpointed();
+        commit_durably(txn, journal)?;
         return Ok((outcomes, None));
     }
     journal.save_seq(&txn, Some(journal.next_seq()))?;
