@@ -223,8 +223,7 @@ impl Journal {
             .read_exact_at(&mut contents, 0)
             .map_err(|e| io_error("read", e))?;
         let mut txn = db.begin_write()?;
-        txn.set_durability(Durability::None)
-            .map_err(|e| StoreError::Storage(e.to_string()))?;
+        non_durable(&mut txn)?;
         let durable = txn
             .open_table(COUNTERS)?
             .get(JOURNAL_SEQ)?
@@ -314,6 +313,12 @@ impl Journal {
         }
         self.offset = 0;
     }
+}
+
+/// Makes `txn` a commit kept in memory: the journal is what makes it durable.
+pub fn non_durable(txn: &mut WriteTransaction) -> Result<(), StoreError> {
+    txn.set_durability(Durability::None)
+        .map_err(|e| StoreError::Storage(e.to_string()))
 }
 
 fn save_seq(txn: &WriteTransaction, seq: u64) -> Result<(), StoreError> {

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prost::Message;
-use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
+use redb::{Database, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{mpsc, watch};
 
-use super::journal::{Journal, Ops};
+use super::journal::{non_durable, Journal, Ops};
 use super::record::{
     is_metastream, now_ticks, StoredEvent, StreamInfo, StreamRecord, DELETED, TOMBSTONE_REVISION,
 };
@@ -77,11 +77,6 @@ impl Counters {
         ops.counter("next_stream_id", self.next_stream_id);
         Ok(())
     }
-}
-
-fn non_durable(txn: &mut WriteTransaction) -> Result<(), StoreError> {
-    txn.set_durability(Durability::None)
-        .map_err(|e| StoreError::Storage(e.to_string()))
 }
 
 /// What the writer remembers between transactions. After a failed commit it is dropped, since
