@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use event_store::server::{self, AppendLimits, Credentials, ServerOptions};
-use event_store::storage::Store;
+use event_store::storage::{Store, StoreSizes};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -32,6 +32,11 @@ struct Args {
     /// Memory for the storage page cache, in MiB.
     #[arg(long, env = "EVENT_STORE_CACHE_MIB", default_value_t = 64)]
     cache_mib: usize,
+    /// The journal's size in MiB: what is written between two checkpoints of the database
+    /// (fewer checkpoints when larger; more to apply again when opening after a crash).
+    #[arg(long, env = "EVENT_STORE_JOURNAL_MIB", default_value_t = 16,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    journal_mib: u64,
     /// Largest event accepted, in bytes.
     #[arg(long, env = "EVENT_STORE_MAX_EVENT_SIZE", default_value_t = AppendLimits::default().max_event_size)]
     max_event_size: usize,
@@ -60,7 +65,11 @@ async fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
-    let store = Store::open_with_cache(&args.data_dir, args.cache_mib * 1024 * 1024)
+    let sizes = StoreSizes {
+        cache_bytes: args.cache_mib * 1024 * 1024,
+        journal_bytes: args.journal_mib * 1024 * 1024,
+    };
+    let store = Store::open_with(&args.data_dir, sizes)
         .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -10,7 +10,7 @@ use std::time::Duration;
 use kurrentdb::{AppendToStreamOptions, EventData, ReadStreamOptions};
 use tokio::process::Command;
 
-use common::start_binary as start;
+use common::{start_binary as start, start_binary_with};
 
 const PER_APPEND: u64 = 3;
 
@@ -109,7 +109,8 @@ async fn kill_9_loses_no_acknowledged_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_keeps_journaled_and_direct_commits_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, client) = start(dir.path()).await;
+    let small_journal = ["--journal-mib", "1"];
+    let (mut child, client) = start_binary_with(dir.path(), &small_journal).await;
     let mut expected = Vec::new();
     for n in 0..300u64 {
         // Every 50th is 2 MiB, twice the journal; the others fill it about every 100.
@@ -128,7 +129,7 @@ async fn kill_9_keeps_journaled_and_direct_commits_in_order() {
     child.start_kill().unwrap();
     child.wait().await.unwrap();
 
-    let (_child, client) = start(dir.path()).await;
+    let (_child, client) = start_binary_with(dir.path(), &small_journal).await;
     let mut read = client
         .read_stream("sized", &ReadStreamOptions::default())
         .await

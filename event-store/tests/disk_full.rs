@@ -54,7 +54,8 @@ async fn start(dir: &Path) -> (Child, Client) {
     let child = Command::new(env!("CARGO_BIN_EXE_event-store"))
         .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(dir)
-        .args(["--cache-mib", "4"])
+        // A journal that leaves most of the 8 MiB disk to the database.
+        .args(["--cache-mib", "4", "--journal-mib", "1"])
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .kill_on_drop(true)

@@ -20,9 +20,15 @@ use redb::{Database, Durability, ReadableTable, WriteTransaction};
 
 use super::{StoreError, COUNTERS, EVENTS, RECORDS, STREAMS, STREAM_EVENTS};
 
-/// The journal's size: its entries between two checkpoints. Larger entries (a very large
-/// append) go straight to the database, durably.
-pub const CAPACITY: u64 = 1024 * 1024;
+/// The journal's size unless told otherwise: its entries between two checkpoints. Larger
+/// entries (a very large append) go straight to the database, durably.
+///
+/// A checkpoint writes every page changed since the last one, and a stream's record sits in a
+/// table ordered by name, so new streams touch pages all over it: the page count of a
+/// checkpoint grows with that table and much less than in proportion to the journal. A larger
+/// journal means fewer checkpoints (fewer stalls of every append while one is written), at the
+/// price of more to apply again when opening after a crash; BENCHMARKS.md measures both.
+pub const DEFAULT_CAPACITY: u64 = 16 * 1024 * 1024;
 /// Length, checksum and sequence number.
 const HEADER: u64 = 16;
 /// The counter naming the last journal entry the database holds.
@@ -161,6 +167,8 @@ impl<'a> Cursor<'a> {
 /// The journal file and where the next entry goes.
 pub struct Journal {
     file: File,
+    /// Where entries stop fitting. The file may be longer (written with a larger setting).
+    capacity: u64,
     /// Where the next entry is written.
     offset: u64,
     /// The sequence number of the next entry.
@@ -181,7 +189,7 @@ fn io_error(what: &str, e: std::io::Error) -> StoreError {
 impl Journal {
     /// Opens the journal at `path`, creating it zero-filled to its full size: syncing a write
     /// into blocks the file already has does not also commit file-system metadata.
-    pub fn open(path: &Path) -> Result<Journal, StoreError> {
+    pub fn open(path: &Path, capacity: u64) -> Result<Journal, StoreError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -190,11 +198,11 @@ impl Journal {
             .open(path)
             .map_err(|e| io_error("open", e))?;
         let len = file.metadata().map_err(|e| io_error("open", e))?.len();
-        if len < CAPACITY {
+        if len < capacity {
             let zeros = vec![0u8; 64 * 1024];
             let mut at = len;
-            while at < CAPACITY {
-                let n = zeros.len().min((CAPACITY - at) as usize);
+            while at < capacity {
+                let n = zeros.len().min((capacity - at) as usize);
                 file.write_all_at(&zeros[..n], at)
                     .map_err(|e| io_error("creation", e))?;
                 at += n as u64;
@@ -208,6 +216,7 @@ impl Journal {
         }
         Ok(Journal {
             file,
+            capacity,
             offset: 0,
             next_seq: 1,
             refused: None,
@@ -218,7 +227,11 @@ impl Journal {
     /// Applies to a freshly opened `db` the entries its durable state lacks, without syncing
     /// (they stay in the journal), and places the journal after them. Returns how many.
     pub fn recover(&mut self, db: &Database) -> Result<u64, StoreError> {
-        let mut contents = vec![0u8; CAPACITY as usize];
+        // The whole file: entries written before a restart with a smaller journal count too.
+        let len = self.file.metadata().map_err(|e| io_error("read", e))?.len();
+        let len = usize::try_from(len)
+            .map_err(|_| StoreError::Storage(format!("a journal of {len} bytes is too large")))?;
+        let mut contents = vec![0u8; len];
         self.file
             .read_exact_at(&mut contents, 0)
             .map_err(|e| io_error("read", e))?;
@@ -263,7 +276,7 @@ impl Journal {
 
     /// Whether `ops` fit as one entry before the journal is full.
     pub fn fits(&self, ops: &Ops) -> bool {
-        self.offset + HEADER + ops.0.len() as u64 <= CAPACITY
+        self.offset + HEADER + ops.0.len() as u64 <= self.capacity
     }
 
     /// The sequence number the next entry takes.
@@ -370,7 +383,7 @@ mod tests {
     #[test]
     fn entries_after_the_durable_state_are_applied_again_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let mut journal = Journal::open(&dir.path().join("journal")).unwrap();
+        let mut journal = Journal::open(&dir.path().join("journal"), DEFAULT_CAPACITY).unwrap();
         {
             let db = database(dir.path());
             journal.recover(&db).unwrap();
@@ -385,17 +398,41 @@ mod tests {
             journal.file.write_all_at(&[0xff; 3], end - 3).unwrap();
         }
         let db = database(dir.path());
-        let mut journal = Journal::open(&dir.path().join("journal")).unwrap();
+        let mut journal = Journal::open(&dir.path().join("journal"), DEFAULT_CAPACITY).unwrap();
         assert_eq!(journal.recover(&db).unwrap(), 3);
         assert_eq!(event_count(&db), 3);
         assert_eq!(journal.next_seq(), 4);
     }
 
     #[test]
+    fn entries_beyond_a_smaller_journal_setting_are_applied_all_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let mut journal = Journal::open(&path, 64 * 1024).unwrap();
+        {
+            let db = database(dir.path());
+            journal.recover(&db).unwrap();
+            for position in 1..=100 {
+                journal.append(&ops_for(position)).unwrap();
+            }
+            assert!(journal.offset > 4096);
+        }
+        // Restarted after a crash with a journal of 4 KiB: the entries past it count.
+        let db = database(dir.path());
+        let mut smaller = Journal::open(&path, 4096).unwrap();
+        assert_eq!(smaller.recover(&db).unwrap(), 100);
+        assert_eq!(event_count(&db), 100);
+        assert!(
+            !smaller.fits(&ops_for(101)),
+            "the next commit is a checkpoint"
+        );
+    }
+
+    #[test]
     fn after_a_checkpoint_stale_entries_are_not_applied() {
         let dir = tempfile::tempdir().unwrap();
         let db = database(dir.path());
-        let mut journal = Journal::open(&dir.path().join("journal")).unwrap();
+        let mut journal = Journal::open(&dir.path().join("journal"), DEFAULT_CAPACITY).unwrap();
         journal.recover(&db).unwrap();
         for position in 1..=3 {
             journal.append(&ops_for(position)).unwrap();
@@ -409,7 +446,7 @@ mod tests {
         drop(db);
 
         let db = database(dir.path());
-        let mut reopened = Journal::open(&dir.path().join("journal")).unwrap();
+        let mut reopened = Journal::open(&dir.path().join("journal"), DEFAULT_CAPACITY).unwrap();
         assert_eq!(reopened.recover(&db).unwrap(), 0, "entries 1-3 are stale");
         assert_eq!(event_count(&db), 1);
         assert_eq!(reopened.next_seq(), 4);
@@ -419,7 +456,7 @@ mod tests {
     #[test]
     fn a_refused_entry_is_never_applied_even_when_it_reached_the_disk() {
         let dir = tempfile::tempdir().unwrap();
-        let mut journal = Journal::open(&dir.path().join("journal")).unwrap();
+        let mut journal = Journal::open(&dir.path().join("journal"), DEFAULT_CAPACITY).unwrap();
         let db = database(dir.path());
         journal.recover(&db).unwrap();
         journal.append(&ops_for(1)).unwrap();
@@ -446,7 +483,7 @@ mod tests {
 
         // Even a process that knows nothing of the refusal does not apply it.
         let db = database(dir.path());
-        let mut fresh = Journal::open(&dir.path().join("journal")).unwrap();
+        let mut fresh = Journal::open(&dir.path().join("journal"), DEFAULT_CAPACITY).unwrap();
         assert_eq!(fresh.recover(&db).unwrap(), 0);
         assert_eq!(event_count(&db), 1);
         assert_eq!(fresh.next_seq(), 3);

@@ -39,6 +39,24 @@ const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 /// The page cache used unless told otherwise.
 pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
+/// The memory and disk the store may use besides the log itself.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreSizes {
+    /// The page cache: memory stays within it however long the log grows.
+    pub cache_bytes: usize,
+    /// The journal: how much is written between two checkpoints of the database.
+    pub journal_bytes: u64,
+}
+
+impl Default for StoreSizes {
+    fn default() -> StoreSizes {
+        StoreSizes {
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            journal_bytes: journal::DEFAULT_CAPACITY,
+        }
+    }
+}
+
 /// The optimistic-concurrency check of a write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExpectedRevision {
@@ -212,21 +230,20 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir` with the default cache and starts its writer.
+    /// Opens (or creates) the store in `dir` with the default sizes and starts its writer.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        Store::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+        Store::open_with(dir, StoreSizes::default())
     }
 
-    /// Opens the store with a page cache of `cache_bytes`: memory stays within it however
-    /// long the log grows.
-    pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
+    /// Opens the store with the given cache and journal sizes.
+    pub fn open_with(dir: &Path, sizes: StoreSizes) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Storage(format!("cannot create {}: {e}", dir.display())))?;
         let opener = Opener {
             path: dir.join("events.redb"),
-            cache_bytes,
+            cache_bytes: sizes.cache_bytes,
         };
-        let mut journal = journal::Journal::open(&dir.join("journal"))?;
+        let mut journal = journal::Journal::open(&dir.join("journal"), sizes.journal_bytes)?;
         let db = Arc::new(opener.open()?);
         journal.recover(&db)?;
         let counters = writer::Counters::initialise(&db)?;
