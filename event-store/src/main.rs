@@ -8,6 +8,9 @@ use clap::Parser;
 use event_store::server::{self, AppendLimits, Credentials, ServerOptions};
 use event_store::storage::{Store, StoreSizes};
 
+/// The unit of the size options.
+const MIB: u64 = 1024 * 1024;
+
 #[derive(Parser, Debug)]
 #[command(
     version,
@@ -30,11 +33,11 @@ struct Args {
     #[arg(long, env = "EVENT_STORE_CREDENTIALS", hide_env_values = true)]
     credentials: Option<String>,
     /// Memory for the storage page cache, in MiB.
-    #[arg(long, env = "EVENT_STORE_CACHE_MIB", default_value_t = 64)]
+    #[arg(long, env = "EVENT_STORE_CACHE_MIB", default_value_t = StoreSizes::default().cache_bytes / MIB as usize)]
     cache_mib: usize,
     /// The journal's size in MiB: what is written between two checkpoints of the database
     /// (fewer checkpoints when larger; more to apply again when opening after a crash).
-    #[arg(long, env = "EVENT_STORE_JOURNAL_MIB", default_value_t = 16,
+    #[arg(long, env = "EVENT_STORE_JOURNAL_MIB", default_value_t = StoreSizes::default().journal_bytes / MIB,
           value_parser = clap::value_parser!(u64).range(1..=1024))]
     journal_mib: u64,
     /// Largest event accepted, in bytes.
@@ -66,8 +69,8 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     let sizes = StoreSizes {
-        cache_bytes: args.cache_mib * 1024 * 1024,
-        journal_bytes: args.journal_mib * 1024 * 1024,
+        cache_bytes: args.cache_mib * MIB as usize,
+        journal_bytes: args.journal_mib * MIB,
     };
     let store = Store::open_with(&args.data_dir, sizes)
         .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
